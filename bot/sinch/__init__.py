@@ -1,0 +1,1 @@
+"""The Sinch MessageMedia / Sinch Engage protocol: models, client, authentication, signatures."""
