@@ -1,0 +1,43 @@
+"""Redaction: secrets and phone numbers never reach the rendered log."""
+
+import io
+import json
+import logging
+
+import structlog
+
+from bot.logs import configure, mask_text
+
+
+def test_mask_text() -> None:
+    assert mask_text("from +61491570156 to 0491570157") == "from +********156 to *******157"
+    assert mask_text("conv +61491570157:+61491570156") == "conv +********157:+********156"
+    assert mask_text("order 1234 at 12:30, id 5b2c") == "order 1234 at 12:30, id 5b2c"
+    assert (
+        mask_text("entry 1795710785242-0 at 1795710785.245")
+        == "entry 1795710785242-0 at 1795710785.245"
+    )
+    assert mask_text("call 0491570157.") == "call *******157."
+
+
+def test_json_logs_are_redacted_everywhere() -> None:
+    out = io.StringIO()
+    configure("DEBUG", "json", stream=out)
+    log = structlog.get_logger("t")
+    log.info(
+        "sent to +61491570156",
+        authorization="Basic c2VjcmV0",
+        api_secret="s3cret",
+        webhook_token="tok",
+        handset="+61491570156",
+        nested={"signature": "abc", "numbers": ["+61491570158"]},
+    )
+    logging.getLogger("stdlib").warning("stdlib line about +61491570159")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    text = out.getvalue()
+    for secret in ("c2VjcmV0", "s3cret", 'tok"', "abc", "491570156", "491570158", "491570159"):
+        assert secret not in text
+    assert lines[0]["handset"] == "+********156"
+    assert lines[0]["authorization"] == "[redacted]"
+    assert lines[0]["nested"]["signature"] == "[redacted]"
+    assert lines[1]["event"].endswith("+********159")
