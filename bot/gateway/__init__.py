@@ -1,0 +1,1 @@
+"""The gateway server: webhooks, inbox, outbox and sender, receipts, timers, management API."""

@@ -1,0 +1,349 @@
+"""The gateway server: one aiohttp application that owns every resource of a
+``sinchbot serve`` process, started and stopped in order by a cleanup context.
+
+Start: Redis (the configured one, or an embedded redis-server) → the provider (the real API,
+or an in-process sandbox in zero-configuration mode) → the worker registry (heartbeat and
+partition leases) → the inbox consumer, the timer pump, the sender and the forwarder. Stop (SIGTERM or
+Ctrl-C): the HTTP site closes first (no new webhooks), then the consumers finish the batch
+in hand and commit it, the sender records the batch on the wire, leases are released, and
+the resources close in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from bot.config import Settings
+from bot.gateway.api import ApiDeps, api_routes
+from bot.gateway.forwarding import Forwarder
+from bot.gateway.handling import AutoReplyHandler, EventHandler, GatewayLimits, RecordingHandler
+from bot.gateway.inbox import InboxConsumer
+from bot.gateway.ingress import Ingress
+from bot.gateway.redis_server import RedisServer, free_port
+from bot.gateway.sender import Sender
+from bot.gateway.store import Store
+from bot.gateway.throttle import Throttle, connection_id
+from bot.gateway.timers import TimerPump
+from bot.gateway.webhook_auth import WebhookAuth
+from bot.gateway.webhooks import webhook_routes
+from bot.gateway.workers import WorkerRegistry
+from bot.sandbox import Sandbox, SandboxConfig
+from bot.sinch.client import SinchClient
+
+log = structlog.get_logger(__name__)
+
+Role = Literal["all", "web", "worker"]
+SANDBOX_KEY, SANDBOX_SECRET = "sandbox-key", "sandbox-secret"
+
+
+def is_zero_config(settings: Settings) -> bool:
+    """No provider configured: run against an in-process sandbox (the demo mode)."""
+    return not settings.has_credentials and settings.base_url is None
+
+
+def load_handler(spec: str | None) -> EventHandler:
+    """The event handler named ``module:attribute`` (a class or an instance)."""
+    if not spec:
+        return RecordingHandler()
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise ValueError(f"SINCHBOT_HANDLER must be 'module:attribute', got {spec!r}")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"SINCHBOT_HANDLER {spec!r} cannot be loaded: {exc}") from exc
+    handler = target() if isinstance(target, type) else target
+    if not callable(getattr(handler, "handle", None)):
+        raise ValueError(f"SINCHBOT_HANDLER {spec!r} has no handle(ctx) method")
+    return handler  # type: ignore[no-any-return]
+
+
+@dataclass
+class Endpoints:
+    """Where things are, for the start-up banner."""
+
+    gateway: str
+    redis: str
+    provider: str
+    sandbox: bool
+    embedded_redis: bool
+
+
+class Gateway:
+    """Everything one ``sinchbot serve`` process runs, built from settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        handler: EventHandler | None = None,
+        role: Role = "all",
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.demo = is_zero_config(settings)
+        if handler is None and settings.handler is None and self.demo:
+            handler = AutoReplyHandler()
+        self.handler = handler or load_handler(settings.handler)
+        self.ttl_ms = round(settings.timeline_ttl * 1000)
+
+        self.embedded_redis: RedisServer | None = None
+        if settings.redis_url:
+            redis_url = settings.redis_url
+        else:
+            self.embedded_redis = RedisServer(settings.data_dir / "redis")
+            redis_url = self.embedded_redis.url
+        # Few, fast retries: a webhook must answer 503 promptly while Redis is down.
+        self.redis = Redis.from_url(
+            redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            health_check_interval=15,
+        )
+        self.store = Store(self.redis)
+
+        self.sandbox: Sandbox | None = None
+        if self.demo:
+            port = settings.sandbox_port or free_port(settings.host)
+            secret = settings.webhook_secret
+            token = f"?token={quote(secret.get_secret_value())}" if secret else ""
+            self.sandbox = Sandbox(
+                SandboxConfig(
+                    host=settings.host,
+                    port=port,
+                    credentials={SANDBOX_KEY: SANDBOX_SECRET},
+                    webhook_url=f"{settings.gateway_url}/webhooks/messages{token}",
+                    receipt_url=f"{settings.gateway_url}/webhooks/receipts{token}",
+                    step_delay=0.5,
+                    delivery_reports_always=True,
+                )
+            )
+            self.client = SinchClient(
+                api_key=SANDBOX_KEY,
+                api_secret=SANDBOX_SECRET,
+                base_url=f"http://{settings.host}:{port}",
+                default_region=settings.default_region,
+            )
+        else:
+            self.client = SinchClient.from_settings(settings)
+
+        key = settings.api_key.get_secret_value() if settings.api_key else SANDBOX_KEY
+        self.throttle = Throttle(
+            self.redis,
+            connection_id(self.client.base_url, key, settings.account),
+            calls=settings.throttle_calls,
+            period=settings.throttle_period,
+        )
+        self.registry = WorkerRegistry(
+            self.redis, partitions=settings.partitions, lease_ttl=settings.lease_ttl
+        )
+        self.limits = GatewayLimits(
+            timeline_max=settings.timeline_max,
+            ttl_ms=self.ttl_ms,
+            forward=bool(settings.forward_url_list),
+        )
+        self.inbox = InboxConsumer(
+            self.store,
+            self.registry,
+            self.handler,
+            limits=self.limits,
+            max_deliveries=settings.max_deliveries,
+        )
+        self.timers = TimerPump(self.store, self.registry)
+        self.sender = Sender(
+            self.store,
+            self.client,
+            self.throttle,
+            worker_id=self.registry.worker_id,
+            partitions=settings.partitions,
+            ttl_ms=self.ttl_ms,
+            timeline_max=settings.timeline_max,
+            max_deliveries=settings.max_deliveries,
+            claim_idle=settings.lease_ttl,
+            # Drain only the partitions whose leases we hold: a conversation's messages
+            # then leave in order, even when a crashed worker's partitions move.
+            owned=lambda: self.registry.owned,
+        )
+        self.registry.add_listener(self.sender)
+        forward_secret = (
+            settings.forward_secret.get_secret_value() if settings.forward_secret else None
+        )
+        self.forwarder = Forwarder(
+            self.store,
+            settings.forward_url_list,
+            forward_secret,
+            worker_id=self.registry.worker_id,
+            partitions=settings.partitions,
+            max_deliveries=settings.max_deliveries,
+        )
+        self.ingress = Ingress(self.store, settings.partitions, settings.dedupe_ttl)
+        self.webhook_auth = WebhookAuth(
+            settings.webhook_public_key,
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+            settings.webhook_max_skew,
+            allow_unauthenticated=self.demo,
+        )
+        self._started = False
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(
+            gateway=self.settings.gateway_url,
+            redis=self.embedded_redis.url if self.embedded_redis else "configured",
+            provider=self.client.base_url,
+            sandbox=self.sandbox is not None,
+            embedded_redis=self.embedded_redis is not None,
+        )
+
+    @property
+    def runs_workers(self) -> bool:
+        return self.role in ("all", "worker")
+
+    @property
+    def serves_http(self) -> bool:
+        return self.role in ("all", "web")
+
+    async def ready(self) -> bool:
+        """Started, and (for workers) holding a heartbeat."""
+        return self._started
+
+    def routes(self) -> list[web.RouteDef]:
+        token = self.settings.api_token.get_secret_value() if self.settings.api_token else None
+        if token is None and not self.demo:
+            # Outside the demo the API is never open: with no token set, nobody can call it.
+            token = secrets.token_urlsafe(32)
+        deps = ApiDeps(
+            store=self.store,
+            partitions=self.settings.partitions,
+            ttl_ms=self.ttl_ms,
+            timeline_max=self.settings.timeline_max,
+            max_body=self.settings.max_body,
+            default_region=self.settings.default_region,
+            api_token=token,
+            client=self.client,
+            ready=self.ready,
+            throttle=self.throttle,
+        )
+        routes = api_routes(deps)
+        if self.serves_http:
+            routes += webhook_routes(
+                self.ingress, self.webhook_auth, max_body=self.settings.max_body
+            )
+        return routes
+
+    async def start(self) -> None:
+        if self.embedded_redis is not None:
+            await asyncio.to_thread(self.embedded_redis.start)
+        if self.sandbox is not None:
+            await self.sandbox.start()
+        if self.runs_workers:
+            await self.registry.start()
+            await self.inbox.start()
+            await self.timers.start()
+            await self.sender.start()
+            await self.forwarder.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop everything in reverse order. Safe after a partial start: each part that
+        did not start is a no-op, and one part failing to stop does not keep the others
+        (the embedded redis-server above all) running."""
+        self._started = False
+        steps: list[Callable[[], Awaitable[None]]] = []
+        if self.runs_workers:
+            steps += [
+                self.timers.stop,
+                self.inbox.stop,
+                self.sender.stop,
+                self.forwarder.stop,
+                self.registry.stop,
+            ]
+        if self.sandbox is not None:
+            steps.append(self.sandbox.stop)
+        steps += [self.client.aclose, self.redis.aclose]
+        if self.embedded_redis is not None:
+            server = self.embedded_redis
+            steps.append(lambda: asyncio.to_thread(server.stop))
+        for step in steps:
+            try:
+                await step()
+            except Exception as exc:  # keep stopping the rest
+                log.warning(
+                    "stop step failed", step=getattr(step, "__qualname__", "?"), error=str(exc)
+                )
+
+    async def lifetime(self, _app: web.Application) -> AsyncIterator[None]:
+        """aiohttp cleanup context: start everything, yield while serving, stop everything
+        (also what did start when a later part failed: no orphaned redis-server)."""
+        try:
+            await self.start()
+            yield
+        finally:
+            await self.stop()
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def create_app(
+    settings: Settings, *, handler: EventHandler | None = None, role: Role = "all"
+) -> web.Application:
+    """The gateway application. Run it with ``web.run_app`` (``sinchbot serve`` does)."""
+    gateway = Gateway(settings, handler=handler, role=role)
+    app = web.Application(client_max_size=settings.max_body)
+    app[GATEWAY] = gateway
+    app.add_routes(gateway.routes())
+    app.cleanup_ctx.append(gateway.lifetime)
+    return app
+
+
+def describe(gateway: Gateway) -> list[str]:
+    """The start-up banner: where everything is and what is (not) protected."""
+    e = gateway.endpoints
+    s = gateway.settings
+    lines = [f"sinchbot gateway on {e.gateway} (role {gateway.role}, {s.partitions} partitions)"]
+    lines.append(
+        f"  redis:     {'embedded redis-server, data in ' + str(s.data_dir / 'redis') if e.embedded_redis else 'SINCHBOT_REDIS_URL'}"
+    )
+    if e.sandbox:
+        lines.append(
+            f"  provider:  sandbox on {e.provider} (no SINCHBOT_API_KEY: zero-configuration demo mode)"
+        )
+        lines.append(
+            f'  handsets:  POST {e.provider}/_sandbox/handsets/+61491570156/messages {{"content": "hi"}}'
+        )
+    else:
+        lines.append(f"  provider:  {e.provider}")
+    if gateway.serves_http:
+        lines.append(
+            f"  webhooks:  {e.gateway}/webhooks/messages, /webhooks/receipts, /webhooks/callback"
+        )
+    if gateway.serves_http and not gateway.webhook_auth.configured:
+        lines.append(
+            "             accepting unauthenticated webhooks (sandbox demo mode)"
+            if gateway.demo
+            else "             REFUSING webhooks: set SINCHBOT_WEBHOOK_SECRET or SINCHBOT_WEBHOOK_PUBLIC_KEY"
+        )
+    api_auth = (
+        "bearer SINCHBOT_API_TOKEN"
+        if s.api_token
+        else ("open (demo mode)" if gateway.demo else "DISABLED: set SINCHBOT_API_TOKEN")
+    )
+    lines.append(
+        f"  api:       {e.gateway}/api/ ({api_auth}); OpenAPI at {e.gateway}/api/openapi.json"
+    )
+    lines.append(f"  health:    {e.gateway}/healthz, {e.gateway}/readyz")
+    return lines
