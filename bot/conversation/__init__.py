@@ -1,0 +1,106 @@
+"""What plugin authors use: routers, filters, states, the handler context and the engine.
+
+A two-way confirmation in full::
+
+    from datetime import timedelta
+    from bot.conversation import (
+        AnswersPrompt, Context, Keyword, Router, State, States, Status,
+    )
+
+    router = Router("confirmations")
+
+    class Confirm(States):
+        asked = State(timeout=timedelta(hours=2))
+
+    @router.message(Keyword("book"))
+    async def book(ctx: Context) -> None:
+        ctx.reply("Tue 10:00 is free. Reply Y to take it.", prompt="slot",
+                  metadata={"slot": "tue-10"})
+        ctx.goto(Confirm.asked)
+
+    @router.message(Keyword("Y", "YES"), AnswersPrompt("slot"), state=Confirm.asked)
+    async def yes(ctx: Context, prompt: dict[str, str]) -> None:
+        ctx.reply(f"Booked: {prompt['slot']}.")
+        ctx.end()
+
+    @router.timeout(Confirm.asked)
+    async def too_late(ctx: Context) -> None:
+        ctx.reply("The slot was released; text BOOK to start again.")
+        ctx.end()
+
+    @router.receipt(Status("failed", "expired"), AnswersPrompt("slot"))
+    async def unreachable(ctx: Context) -> None:
+        ctx.end()
+
+The engine runs them: ``await Engine(router).dispatch(event, backend)``; in the gateway,
+:class:`GatewayEngineHandler` does it for every inbox event.
+"""
+
+from bot.conversation.adapter import EventContextBackend, GatewayEngineHandler, GatewayOutcome
+from bot.conversation.context import (
+    PROMPT_KEY,
+    Backend,
+    Context,
+    Event,
+    EventKind,
+    Reply,
+    SessionSnapshot,
+)
+from bot.conversation.engine import DEFAULT_SEGMENT_BUDGET, Engine
+from bot.conversation.filters import (
+    ANY_STATE,
+    AnswersPrompt,
+    ChannelIs,
+    Choice,
+    Custom,
+    Filter,
+    FilterResult,
+    FromNumber,
+    Keyword,
+    Regex,
+    StateIs,
+    Status,
+    ToNumber,
+    normalise,
+)
+from bot.conversation.router import Middleware, NextHandler, Router
+from bot.conversation.states import State, States
+from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
+
+__all__ = [
+    "ANY_STATE",
+    "DEFAULT_SEGMENT_BUDGET",
+    "PROMPT_KEY",
+    "STATE_TIMEOUT_ID",
+    "AnswersPrompt",
+    "Backend",
+    "ChannelIs",
+    "Choice",
+    "Context",
+    "Custom",
+    "Engine",
+    "Event",
+    "EventContextBackend",
+    "EventKind",
+    "Filter",
+    "FilterResult",
+    "FromNumber",
+    "GatewayEngineHandler",
+    "GatewayOutcome",
+    "Keyword",
+    "Middleware",
+    "NextHandler",
+    "Regex",
+    "Reply",
+    "Router",
+    "SessionSnapshot",
+    "State",
+    "StateIs",
+    "States",
+    "Status",
+    "TimeoutEvent",
+    "TimerEvent",
+    "TimerRef",
+    "ToNumber",
+    "normalise",
+]

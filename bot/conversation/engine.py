@@ -1,0 +1,198 @@
+"""The engine: runs each event through the routers to the first matching handler.
+
+::
+
+    engine = Engine(compliance.router, appointments.router, segment_budget=2)
+    handled = await engine.dispatch(message, backend)
+
+For one event, :meth:`Engine.dispatch` loads the session from the backend, walks the
+routers (outer middleware → filters → inner middleware → the handler with its injected
+arguments), stops at the first handler whose filters match, and, if nothing raised, hands
+the handler's effects (replies, session, timers) to the backend. It returns whether a
+handler ran: with ``False`` the caller falls back (a default reply, for example).
+Exceptions propagate, and then nothing of the event is applied: in the gateway the inbox
+retries the event and eventually dead-letters it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+
+from bot.conversation.context import Backend, Clock, Context, Event, EventKind, utc_now
+from bot.conversation.router import KINDS, HandlerSpec, Middleware, NextHandler, Router
+from bot.conversation.timers import TimeoutEvent
+
+__all__ = ["DEFAULT_SEGMENT_BUDGET", "Engine"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_SEGMENT_BUDGET: Final = 3
+"""Replies billed above this many SMS segments are logged as warnings."""
+
+
+@dataclass
+class _Run:
+    """Where one dispatch stands."""
+
+    kind: EventKind
+    chosen: HandlerSpec | None = None
+    called: bool = False
+
+
+def _wrap(middlewares: Iterable[Middleware], handler: NextHandler) -> NextHandler:
+    """``handler`` inside ``middlewares``, the first one outermost."""
+    for middleware in reversed(tuple(middlewares)):
+        handler = functools.partial(middleware, handler)
+    return handler
+
+
+def _arguments(ctx: Context) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "ctx": ctx,
+        "event": ctx.event,
+        "state": ctx.state,
+        "data": ctx.data,
+        "settings": ctx.settings,
+    }
+    if ctx.kind == "message":
+        values.update(message=ctx.message, prompt=ctx.prompt)
+    elif ctx.kind == "receipt":
+        values.update(receipt=ctx.receipt, prompt=ctx.prompt)
+    elif ctx.kind == "timer":
+        values["payload"] = ctx.payload
+    return values
+
+
+class Engine:
+    """Dispatches events to the handlers of ``routers`` (tried in the order given).
+
+    Args:
+        routers: Root routers (not included in another router); one router may serve
+            several engines.
+        settings: Injected as ``settings`` where a router has none of its own.
+        segment_budget: Replies billed above this many SMS segments are logged as warnings
+            and flagged (``Reply.over_budget``); ``None`` turns the check off.
+        clock: The current time, for timers (tests pass a fake clock).
+    """
+
+    def __init__(
+        self,
+        *routers: Router,
+        settings: Any = None,
+        segment_budget: int | None = DEFAULT_SEGMENT_BUDGET,
+        clock: Clock = utc_now,
+    ) -> None:
+        seen: set[int] = set()
+        for router in routers:
+            if not isinstance(router, Router):
+                raise TypeError(f"Engine takes routers, not {router!r}")
+            if router.parent is not None:
+                raise ValueError(
+                    f"{router!r} is included in {router.parent!r}; give the engine the root"
+                )
+            for node in router.walk():
+                if id(node) in seen:
+                    raise ValueError(f"{node!r} is given to the engine twice")
+                seen.add(id(node))
+        if segment_budget is not None and segment_budget < 1:
+            raise ValueError("segment_budget must be at least 1 (or None for no budget)")
+        self.routers = routers
+        self.settings = settings
+        self.segment_budget = segment_budget
+        self.clock = clock
+
+    def context(self, event: Event, backend: Backend) -> Context:
+        """A fresh :class:`Context` for ``event`` over ``backend`` (what handlers get)."""
+        return Context(
+            event,
+            backend,
+            settings=self.settings,
+            clock=self.clock,
+            segment_budget=self.segment_budget,
+        )
+
+    def handlers(self) -> list[HandlerSpec]:
+        """Every registered handler, in the order they are tried (per event kind)."""
+        return [
+            spec
+            for root in self.routers
+            for router in root.walk()
+            for kind in KINDS
+            for spec in router.handlers(kind)
+        ]
+
+    async def dispatch(self, event: Event, backend: Backend) -> bool:
+        """Handle ``event`` of ``backend``'s conversation; whether a handler ran.
+
+        A :class:`~bot.conversation.timers.TimeoutEvent` of a state the conversation has
+        already left is ignored (``False``).
+        """
+        ctx = self.context(event, backend)
+        if isinstance(event, TimeoutEvent) and ctx.state != event.state:
+            log.info("stale state timeout ignored", state=event.state, current=ctx.state)
+            return False
+        run = _Run(ctx.kind)
+        arguments = _arguments(ctx)
+        for router in self.routers:
+            await self._propagate(router, ctx, arguments, (), run)
+            if run.chosen is not None:
+                break
+        ctx._commit()
+        if run.chosen is None:
+            log.debug("no handler", kind=ctx.kind, state=ctx.state)
+        elif not run.called:
+            log.debug("handler skipped by middleware", kind=ctx.kind, handler=run.chosen.qualname)
+        return run.called
+
+    async def _propagate(
+        self,
+        router: Router,
+        ctx: Context,
+        arguments: dict[str, Any],
+        inner: tuple[Middleware, ...],
+        run: _Run,
+    ) -> Any:
+        """Offer the event to ``router``'s handlers, then its children's, inside its outer
+        middleware; ``inner`` holds its ancestors' inner middleware."""
+        # A copy: what this router's middleware adds reaches its descendants, not siblings.
+        arguments = dict(arguments)
+        if router.settings is not None:
+            arguments["settings"] = router.settings
+        chain = (*inner, *router.inner)
+
+        async def resolve(ctx: Context, arguments: dict[str, Any]) -> Any:
+            ctx.settings = arguments.get("settings")
+            for spec in router.handlers(run.kind):
+                extra = await spec.match(ctx)
+                if extra is not None:
+                    run.chosen = spec
+                    return await self._invoke(spec, ctx, {**arguments, **extra}, chain, run)
+            for child in router.children:
+                result = await self._propagate(child, ctx, arguments, chain, run)
+                if run.chosen is not None:
+                    return result
+            return None
+
+        return await _wrap(router.outer, resolve)(ctx, arguments)
+
+    async def _invoke(
+        self,
+        spec: HandlerSpec,
+        ctx: Context,
+        arguments: dict[str, Any],
+        inner: tuple[Middleware, ...],
+        run: _Run,
+    ) -> Any:
+        async def call(ctx: Context, arguments: dict[str, Any]) -> Any:
+            run.called = True
+            # Middleware may have moved the conversation on: hand over the live values.
+            arguments.update(state=ctx.state, data=ctx.data)
+            log.debug("handling", kind=run.kind, handler=spec.qualname)
+            return await spec(arguments)
+
+        return await _wrap(inner, call)(ctx, arguments)

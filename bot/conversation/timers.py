@@ -1,0 +1,98 @@
+"""Timer events and the timers handlers ask for.
+
+Two kinds of events do not come from the provider:
+
+* :class:`TimeoutEvent`: the conversation stayed in a state with a ``timeout`` for too long
+  (handled by ``@router.timeout(state)``);
+* :class:`TimerEvent`: a named timer a handler scheduled with ``ctx.schedule(...)`` fired
+  (handled by ``@router.timer(name)``).
+
+A handler never persists a timer itself: ``ctx.schedule`` and ``ctx.goto`` record a
+:class:`TimerRef` in ``ctx.scheduled`` and ``ctx.cancel`` records an id in
+``ctx.cancelled``; when the handler succeeds the engine hands both lists to the backend,
+which applies the cancellations first and then the schedules. A timer id is unique per
+conversation: scheduling an id that is pending replaces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = ["STATE_TIMEOUT_ID", "TimeoutEvent", "TimerEvent", "TimerRef"]
+
+STATE_TIMEOUT_ID = "state-timeout"
+"""The id of a conversation's state expiry: one conversation is in one state at a time, so
+it has at most one pending expiry, replaced on every ``goto`` into a state with a timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutEvent:
+    """The conversation's ``state`` (a name) timed out.
+
+    The engine dispatches it only while the conversation is still in that state; a late
+    expiry of a state already left is ignored.
+    """
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerEvent:
+    """The timer ``name`` fired, with the ``payload`` it was scheduled with."""
+
+    name: str
+    payload: Any = None
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRef:
+    """A timer to create: when it is ``at`` (UTC), :meth:`event` is dispatched to the
+    conversation.
+
+    ``kind`` is ``"timeout"`` for a state expiry (``name`` is then the state's name) and
+    ``"timer"`` for a named timer. ``payload`` is any JSON value.
+    """
+
+    id: str
+    name: str
+    at: datetime
+    payload: Any = None
+    kind: Literal["timer", "timeout"] = "timer"
+
+    def event(self) -> TimerEvent | TimeoutEvent:
+        """The event to dispatch when the timer is due.
+
+        >>> from datetime import UTC
+        >>> TimerRef("t1", "nudge", datetime(2030, 1, 1, tzinfo=UTC), {"n": 1}).event()
+        TimerEvent(name='nudge', payload={'n': 1}, id='t1')
+        """
+        if self.kind == "timeout":
+            return TimeoutEvent(self.name)
+        return TimerEvent(self.name, self.payload, self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object for storage (see :meth:`from_json`)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "at": self.at.isoformat(),
+            "payload": self.payload,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> TimerRef:
+        """The timer :meth:`to_json` stored."""
+        kind = value.get("kind", "timer")
+        if kind not in ("timer", "timeout"):
+            raise ValueError(f"unknown timer kind {kind!r}")
+        return cls(
+            id=str(value["id"]),
+            name=str(value["name"]),
+            at=datetime.fromisoformat(str(value["at"])),
+            payload=value.get("payload"),
+            kind=kind,
+        )

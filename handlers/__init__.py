@@ -1,0 +1,1 @@
+"""Built-in conversation handlers (opt-out compliance, keyword auto-replies, fallback)."""
