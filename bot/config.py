@@ -163,6 +163,15 @@ class Settings(BaseSettings):
     instance). Default: record events only. Plugins replace this with the conversation
     engine."""
 
+    config: Path | None = None
+    """The bot's configuration file (TOML): enabled plugins and their settings, the
+    compliance texts, keyword replies, the fallback reply, quiet hours. See
+    docs/plugins.md."""
+
+    plugins: str | None = None
+    """Enabled plugins, comma-separated, in the order they are tried; overrides the config
+    file's ``plugins`` list (``none``: no plugins)."""
+
     sandbox_port: int = Field(default=8025, ge=0, le=65535)
     """Port of the sandbox provider that ``serve`` starts when no provider is configured."""
 

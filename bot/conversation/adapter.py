@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from bot.conversation.context import Reply, SessionSnapshot
+from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.engine import Engine
 from bot.conversation.timers import TimerRef
 from bot.gateway.handling import EventContext, record_event
@@ -82,6 +82,9 @@ class EventContextBackend:
         self.scheduled.extend(scheduled)
         self.cancelled.extend(cancelled)
 
+    def apply(self, write: Write) -> None:
+        write(self.ctx)
+
 
 @dataclass(frozen=True)
 class GatewayOutcome:
@@ -110,7 +113,9 @@ class GatewayEngineHandler:
         record_event(ctx)
         backend = EventContextBackend(ctx)
         event = ctx.event.event
-        if isinstance(event, TimerRef):
+        if isinstance(event, TimerRef) and event.kind == "command":
+            dispatched: Any = event.event()
+        elif isinstance(event, TimerRef):
             # Fired into the inbox, but possibly cancelled or replaced since by an event
             # handled before it: it counts only if still pending as it was fired.
             if ctx.session.timers.get(event.id) != event.at.isoformat():
@@ -118,7 +123,7 @@ class GatewayEngineHandler:
                 return GatewayOutcome(False)
             del ctx.session.timers[event.id]
             ctx.save()
-            dispatched: Any = event.event()
+            dispatched = event.event()
         else:
             dispatched = event
         handled = await self.engine.dispatch(dispatched, backend)

@@ -54,6 +54,7 @@ __all__ = [
     "EventKind",
     "Reply",
     "SessionSnapshot",
+    "Write",
     "kind_of",
     "utc_now",
 ]
@@ -69,6 +70,9 @@ Event = InboundMessage | DeliveryReceipt | TimeoutEvent | TimerEvent
 EventKind = Literal["message", "receipt", "timeout", "timer"]
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware."""
+Write = Callable[[Any], None]
+"""A storage write a handler asks for (:meth:`Context.on_commit`); the gateway calls it
+with the event's :class:`~bot.gateway.handling.EventContext`."""
 
 
 def utc_now() -> datetime:
@@ -156,6 +160,12 @@ class Backend(Protocol):
         (replacing pending timers of the same id)."""
         ...
 
+    def apply(self, write: Write) -> None:
+        """Run a handler's storage write (:meth:`Context.on_commit`) against the
+        backend's store (in the gateway: ``write(event_context)``, adding operations to
+        the event's batch)."""
+        ...
+
 
 def _our_number(conversation: str) -> str | None:
     our = conversation.rsplit(":", 1)[0] if ":" in conversation else ""
@@ -200,6 +210,7 @@ class Context:
         self.replies: list[Reply] = []
         self.scheduled: list[TimerRef] = []
         self.cancelled: list[str] = []
+        self.writes: list[Write] = []
 
     # -- the event ---------------------------------------------------------------
 
@@ -362,6 +373,7 @@ class Context:
         subject: str | None = None,
         metadata: dict[str, str] | None = None,
         prompt: str | None = None,
+        origin: str | None = None,
         **fields: Any,
     ) -> Reply:
         """Send an SMS (an MMS with ``media`` or ``subject``) to the handset, from our number.
@@ -375,6 +387,11 @@ class Context:
             prompt: Name the question this message asks: the handset's answer then matches
                 ``AnswersPrompt(prompt)`` and carries this message's metadata as
                 ``prompt``.
+            origin: Why the message is sent, which decides the policies that apply to it:
+                ``"reply"`` (answering the handset: never deferred by quiet hours),
+                ``"timer"`` (a reminder or nudge: deferred during quiet hours), or
+                ``"compliance"`` (opt-out/opt-in confirmations and HELP: sent even to a
+                suppressed number). Default: ``"timer"`` for timer events, else ``"reply"``.
             fields: Any other field of :class:`~bot.sinch.models.OutboundMessage`
                 (``delivery_report`` defaults to true, so receipts come back).
 
@@ -399,7 +416,7 @@ class Context:
                 **fields,
             },
         )
-        request = prepare_sms(message, self.conversation, origin=self._origin)
+        request = prepare_sms(message, self.conversation, origin=origin or self._origin)
         billed = text if message.format is Format.SMS else None
         return self._queue(request, billed)
 
@@ -413,12 +430,13 @@ class Context:
         fallback_text: str | None = None,
         metadata: dict[str, str] | None = None,
         prompt: str | None = None,
+        origin: str | None = None,
         **fields: Any,
     ) -> Reply:
         """Send an RCS message: exactly one of ``text``, ``card`` or ``carousel``, with
         suggested replies (``choices``: :class:`~bot.sinch.models.RcsChoice` or plain texts,
         whose postback data is the text). ``fallback_text`` goes as SMS to handsets
-        without RCS. ``metadata``, ``prompt`` and ``fields`` as for :meth:`reply`.
+        without RCS. ``metadata``, ``prompt``, ``origin`` and ``fields`` as for :meth:`reply`.
 
         ::
 
@@ -436,7 +454,7 @@ class Context:
             metadata=self._metadata(metadata, prompt),
             **{"delivery_report": True, **fields},
         )
-        request = prepare_rcs(message, self.conversation, origin=self._origin)
+        request = prepare_rcs(message, self.conversation, origin=origin or self._origin)
         return self._queue(request, fallback_text)
 
     @property
@@ -476,6 +494,18 @@ class Context:
         self.replies.append(reply)
         return reply
 
+    # -- storage -------------------------------------------------------------------
+
+    def on_commit(self, write: Write) -> None:
+        """Ask for a storage write committed atomically with the event, and only if the
+        handler succeeds: in the gateway ``write`` is called with the event's
+        :class:`~bot.gateway.handling.EventContext` and adds operations to its batch
+        (a suppression, a plugin's record, a forwarded event)::
+
+            ctx.on_commit(lambda gw: gw.batch.set(record_key, json.dumps(record)))
+        """
+        self.writes.append(write)
+
     # -- commit --------------------------------------------------------------------
 
     @property
@@ -497,6 +527,8 @@ class Context:
             self.backend.save(self._state, self.data)
         if self.scheduled or self.cancelled:
             self.backend.update_timers(tuple(self.scheduled), tuple(self.cancelled))
+        for write in self.writes:
+            self.backend.apply(write)
 
     def __repr__(self) -> str:
         return f"<Context {self.kind} state={self._state!r}>"

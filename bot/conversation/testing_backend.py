@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from bot.conversation.context import Reply, SessionSnapshot
+from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.timers import TimerRef
 from bot.gateway.keys import conversation_key
 from bot.sinch.models import (
@@ -56,6 +56,7 @@ class MemoryBackend:
         timers: Pending timers by id, as the backend applied the handlers' requests.
         saves: How many times the session was saved.
         history: The state after each save, in order.
+        writes: The storage writes handlers asked for (``ctx.on_commit``), not run.
     """
 
     conversation: str = conversation_key(OURS, HANDSET)
@@ -65,6 +66,7 @@ class MemoryBackend:
     timers: dict[str, TimerRef] = field(default_factory=dict)
     saves: int = 0
     history: list[str | None] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
 
     def load(self) -> SessionSnapshot:
         return SessionSnapshot(self.state, self.data)  # the context works on a copy
@@ -83,6 +85,9 @@ class MemoryBackend:
             self.timers.pop(timer_id, None)
         for ref in scheduled:
             self.timers[ref.id] = ref
+
+    def apply(self, write: Write) -> None:
+        self.writes.append(write)
 
     @property
     def texts(self) -> list[str]:

@@ -5,7 +5,9 @@ Two kinds of events do not come from the provider:
 * :class:`TimeoutEvent`: the conversation stayed in a state with a ``timeout`` for too long
   (handled by ``@router.timeout(state)``);
 * :class:`TimerEvent`: a named timer a handler scheduled with ``ctx.schedule(...)`` fired
-  (handled by ``@router.timer(name)``).
+  (handled by ``@router.timer(name)``), or a *command* posted into the conversation from
+  outside (the management API, a plugin's CLI: :func:`bot.gateway.commands.post_command`),
+  handled the same way, in order with the conversation's other events.
 
 A handler never persists a timer itself: ``ctx.schedule`` and ``ctx.goto`` record a
 :class:`TimerRef` in ``ctx.scheduled`` and ``ctx.cancel`` records an id in
@@ -52,15 +54,17 @@ class TimerRef:
     """A timer to create: when it is ``at`` (UTC), :meth:`event` is dispatched to the
     conversation.
 
-    ``kind`` is ``"timeout"`` for a state expiry (``name`` is then the state's name) and
-    ``"timer"`` for a named timer. ``payload`` is any JSON value.
+    ``kind`` is ``"timeout"`` for a state expiry (``name`` is then the state's name),
+    ``"timer"`` for a named timer and ``"command"`` for a command posted from outside the
+    conversation (never pending: it goes straight into the inbox). ``payload`` is any JSON
+    value.
     """
 
     id: str
     name: str
     at: datetime
     payload: Any = None
-    kind: Literal["timer", "timeout"] = "timer"
+    kind: Literal["timer", "timeout", "command"] = "timer"
 
     def event(self) -> TimerEvent | TimeoutEvent:
         """The event to dispatch when the timer is due.
@@ -87,7 +91,7 @@ class TimerRef:
     def from_json(cls, value: dict[str, Any]) -> TimerRef:
         """The timer :meth:`to_json` stored."""
         kind = value.get("kind", "timer")
-        if kind not in ("timer", "timeout"):
+        if kind not in ("timer", "timeout", "command"):
             raise ValueError(f"unknown timer kind {kind!r}")
         return cls(
             id=str(value["id"]),

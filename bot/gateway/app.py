@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote
 
@@ -25,10 +26,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from bot.assembly import Bot, assemble
+from bot.botconfig import BotConfig, load_config
 from bot.config import Settings
-from bot.gateway.api import ApiDeps, api_routes
+from bot.conversation.context import Clock, utc_now
+from bot.gateway.api import Api, ApiDeps, api_routes
 from bot.gateway.forwarding import Forwarder
-from bot.gateway.handling import AutoReplyHandler, EventHandler, GatewayLimits, RecordingHandler
+from bot.gateway.handling import EventHandler, GatewayLimits, RecordingHandler
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.ingress import Ingress
 from bot.gateway.redis_server import RedisServer, free_port
@@ -39,6 +43,7 @@ from bot.gateway.timers import TimerPump
 from bot.gateway.webhook_auth import WebhookAuth
 from bot.gateway.webhooks import webhook_routes
 from bot.gateway.workers import WorkerRegistry
+from bot.plugins import Plugin, PluginHost
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 
@@ -90,13 +95,24 @@ class Gateway:
         *,
         handler: EventHandler | None = None,
         role: Role = "all",
+        config: BotConfig | None = None,
+        clock: Clock = utc_now,
+        plugins: Mapping[str, Plugin] | None = None,
     ) -> None:
+        """Build every part from ``settings``.
+
+        Args:
+            handler: The event handler; default: ``SINCHBOT_HANDLER`` if set, else the
+                conversation engine assembled from the config file and the plugins.
+            config: The bot's configuration (default: read from ``SINCHBOT_CONFIG``).
+            clock: The engine's clock (the testing kit moves it).
+            plugins: Plugins to choose from instead of the installed entry points.
+        """
         self.settings = settings
         self.role = role
         self.demo = is_zero_config(settings)
-        if handler is None and settings.handler is None and self.demo:
-            handler = AutoReplyHandler()
-        self.handler = handler or load_handler(settings.handler)
+        self.clock = clock
+        self.config = config if config is not None else load_config(settings.config)
         self.ttl_ms = round(settings.timeline_ttl * 1000)
 
         self.embedded_redis: RedisServer | None = None
@@ -140,6 +156,20 @@ class Gateway:
         else:
             self.client = SinchClient.from_settings(settings)
 
+        self.bot: Bot | None = None
+        if handler is None and settings.handler is None:
+            self.bot = assemble(
+                settings,
+                self.config,
+                demo=self.demo,
+                provider=self.client,
+                redis=self.redis,
+                clock=clock,
+                available=plugins,
+            )
+            handler = self.bot.handler
+        self.handler = handler or load_handler(settings.handler)
+
         key = settings.api_key.get_secret_value() if settings.api_key else SANDBOX_KEY
         self.throttle = Throttle(
             self.redis,
@@ -162,7 +192,7 @@ class Gateway:
             limits=self.limits,
             max_deliveries=settings.max_deliveries,
         )
-        self.timers = TimerPump(self.store, self.registry)
+        self.timers = TimerPump(self.store, self.registry, skew=self.skew)
         self.sender = Sender(
             self.store,
             self.client,
@@ -197,6 +227,13 @@ class Gateway:
             allow_unauthenticated=self.demo,
         )
         self._started = False
+
+    def skew(self) -> float:
+        """Seconds the engine's clock runs ahead of real time (0 but in tests that move
+        the clock): timers and deferred sends are due by the engine's clock."""
+        if self.clock is utc_now:
+            return 0.0
+        return (self.clock() - datetime.now(UTC)).total_seconds()
 
     @property
     def endpoints(self) -> Endpoints:
@@ -238,6 +275,21 @@ class Gateway:
             throttle=self.throttle,
         )
         routes = api_routes(deps)
+        if self.bot is not None:
+            api = Api(deps)
+            for loaded in self.bot.plugins.loaded:
+                if loaded.plugin.routes is None:
+                    continue
+                host = PluginHost(
+                    store=self.store,
+                    partitions=self.settings.partitions,
+                    settings=loaded.settings,
+                    guard=api.guarded,
+                    read_json=api.read_json,
+                    clock=self.clock,
+                    default_region=self.settings.default_region,
+                )
+                routes += list(loaded.plugin.routes(host))
         if self.serves_http:
             routes += webhook_routes(
                 self.ingress, self.webhook_auth, max_body=self.settings.max_body
@@ -299,10 +351,19 @@ GATEWAY = web.AppKey("gateway", Gateway)
 
 
 def create_app(
-    settings: Settings, *, handler: EventHandler | None = None, role: Role = "all"
+    settings: Settings,
+    *,
+    handler: EventHandler | None = None,
+    role: Role = "all",
+    config: BotConfig | None = None,
+    clock: Clock = utc_now,
+    plugins: Mapping[str, Plugin] | None = None,
 ) -> web.Application:
-    """The gateway application. Run it with ``web.run_app`` (``sinchbot serve`` does)."""
-    gateway = Gateway(settings, handler=handler, role=role)
+    """The gateway application (arguments as for :class:`Gateway`). Run it with
+    ``web.run_app`` (``sinchbot serve`` does)."""
+    gateway = Gateway(
+        settings, handler=handler, role=role, config=config, clock=clock, plugins=plugins
+    )
     app = web.Application(client_max_size=settings.max_body)
     app[GATEWAY] = gateway
     app.add_routes(gateway.routes())
@@ -346,4 +407,10 @@ def describe(gateway: Gateway) -> list[str]:
         f"  api:       {e.gateway}/api/ ({api_auth}); OpenAPI at {e.gateway}/api/openapi.json"
     )
     lines.append(f"  health:    {e.gateway}/healthz, {e.gateway}/readyz")
+    if gateway.bot is not None:
+        names = [p.name for p in gateway.bot.plugins.loaded]
+        lines.append(f"  plugins:   {', '.join(names) if names else 'none'}")
+        lines += [f"  LEFT OUT:  {problem}" for problem in gateway.bot.plugins.problems]
+    else:
+        lines.append(f"  handler:   {type(gateway.handler).__name__}")
     return lines

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -32,11 +33,11 @@ log = structlog.get_logger(__name__)
 FIRE_LIMIT = 100
 """Timers moved into a partition's inbox per script call (bounds the time it holds Redis)."""
 
-# KEYS: timers zset, timer data hash, inbox stream, lease. ARGV: limit, worker id.
+# KEYS: timers zset, timer data hash, inbox stream, lease. ARGV: limit, worker id, skew ms.
 # Returns {fired, now_ms, next_due_ms or ""}; {-1, now_ms, ""} when the lease is not ours.
 _FIRE = r"""
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
 local nows = string.format('%d', now)
 if redis.call('GET', KEYS[4]) ~= ARGV[2] then return {-1, nows, ''} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -69,6 +70,8 @@ class TimerPump:
         poll: longest sleep between ticks (seconds): a newly scheduled timer fires at most
             this late, and a newly acquired partition's due timers at most this late.
         retry_delay_max: longest backoff while Redis is unreachable.
+        skew: seconds the engine's clock runs ahead of Redis's (the testing kit moves its
+            clock forward; timers are due by the engine's clock). Default: none.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class TimerPump:
         *,
         poll: float = 0.5,
         retry_delay_max: float = 5.0,
+        skew: Callable[[], float] | None = None,
     ) -> None:
         if not poll > 0:
             raise ValueError("poll must be positive")
@@ -85,6 +89,7 @@ class TimerPump:
         self.registry = registry
         self.poll = poll
         self.retry_delay_max = max(poll, retry_delay_max)
+        self.skew = skew
         self.fired = 0
         """Timers moved into an inbox by this pump so far."""
         self._script: Any = store.redis.register_script(_FIRE)
@@ -116,11 +121,12 @@ class TimerPump:
         tick is needed (at most :attr:`poll`; 0 when a partition had more due timers than
         one call moves)."""
         wait = self.poll
+        skew_ms = round(self.skew() * 1000) if self.skew is not None else 0
         for partition in sorted(self.registry.owned):
             keys = PartitionKeys(partition)
             fired, now, due = await self._script(
                 keys=[keys.timers, keys.timer_data, keys.inbox, keys.lease],
-                args=[FIRE_LIMIT, self.registry.worker_id],
+                args=[FIRE_LIMIT, self.registry.worker_id, skew_ms],
             )
             fired = int(fired)
             if fired > 0:
@@ -131,6 +137,10 @@ class TimerPump:
             elif text(due):
                 wait = min(wait, max(0.0, (float(text(due)) - float(text(now))) / 1000))
         return wait
+
+    def wake(self) -> None:
+        """Tick now (the testing kit calls it after moving its clock)."""
+        self._wake.set()
 
     async def _loop(self) -> None:
         backoff = 0.0

@@ -21,8 +21,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bot.config import Settings
+from bot.conversation import GatewayEngineHandler
 from bot.gateway.app import GATEWAY, Gateway, create_app, describe, load_handler
-from bot.gateway.handling import AutoReplyHandler, RecordingHandler
+from bot.gateway.handling import RecordingHandler
 from bot.gateway.keys import PartitionKeys, conversation_key
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
@@ -189,7 +190,9 @@ async def test_an_api_send_reaches_the_handset(
     port = free_port()
     gw = f"http://127.0.0.1:{port}"
     async with serving(create_app(production(redis_server, sandbox, port)), port) as gateway:
-        assert isinstance(gateway.handler, RecordingHandler)
+        # No handler configured: the conversation engine (with no plugins enabled).
+        assert isinstance(gateway.handler, GatewayEngineHandler)
+        assert gateway.bot is not None and gateway.bot.plugins.loaded == []
         async with http.post(
             f"{gw}/api/messages",
             json={"to": [H1, H2], "content": "Your table is ready", "from": OURS},
@@ -313,7 +316,7 @@ async def test_zero_configuration_runs_the_demo_with_an_embedded_redis_and_sandb
     app = create_app(settings(port=port, sandbox_port=free_port(), data_dir=tmp_path / "data"))
     gateway = app[GATEWAY]
     assert gateway.demo
-    assert isinstance(gateway.handler, AutoReplyHandler)
+    assert isinstance(gateway.handler, GatewayEngineHandler)  # the demo bot
     banner = "\n".join(describe(gateway))
     assert "zero-configuration demo mode" in banner
     assert "accepting unauthenticated webhooks (sandbox demo mode)" in banner
@@ -352,7 +355,7 @@ async def test_a_configured_provider_is_never_demo_mode(
         try:
             assert not gateway.demo
             assert gateway.sandbox is None
-            assert isinstance(gateway.handler, RecordingHandler)
+            assert isinstance(gateway.handler, GatewayEngineHandler)
             assert "demo" not in "\n".join(describe(gateway))
         finally:
             await gateway.client.aclose()

@@ -1,0 +1,110 @@
+"""The plugin author's kit drives the real gateway: a handset's message is answered, timers
+fire when the clock moves (also across a restart), sessions and timelines are readable, and
+a plugin that fails to load is a clear error."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot.conversation import Context, Keyword, Router, State, States
+from bot.gateway.redis_server import RedisServer
+from bot.plugins import Plugin
+from bot.testing import BotTester
+
+
+class Flow(States):
+    waiting = State(timeout=timedelta(hours=2))
+
+
+def echo_router() -> Router:
+    router = Router("echo")
+
+    @router.message(Keyword("ping"))
+    async def ping(ctx: Context) -> None:
+        ctx.reply("pong")
+
+    @router.message(Keyword("wait"))
+    async def wait(ctx: Context) -> None:
+        ctx.reply("Waiting for you. Reply DONE within 2 hours.")
+        ctx.goto(Flow.waiting)
+        ctx.schedule("later", delay=timedelta(days=1), payload={"n": 1}, id="later")
+
+    @router.message(Keyword("done"), state=Flow.waiting)
+    async def done(ctx: Context) -> None:
+        ctx.reply("Well done.")
+        ctx.end()
+
+    @router.timeout(Flow.waiting)
+    async def too_late(ctx: Context) -> None:
+        ctx.reply("Too late.")
+        ctx.end()
+
+    @router.timer("later")
+    async def later(ctx: Context, payload: dict[str, int]) -> None:
+        ctx.reply(f"A day later ({payload['n']}).")
+
+    return router
+
+
+async def test_a_message_is_answered_and_the_reply_knows_its_segments(
+    redis_server: RedisServer,
+) -> None:
+    async with BotTester([echo_router()], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("PING!")
+        reply = await phone.expect_reply("^pong$")
+        assert reply.segments == 1
+        assert reply.encoding.value == "GSM-7"
+        await phone.expect_no_reply()
+        kinds = [entry["kind"] for entry in await bot.timeline(phone)]
+        assert kinds[:2] == ["inbound", "outbound"]
+        assert "receipt" in kinds
+
+
+async def test_moving_the_clock_fires_state_timeouts_and_timers_also_across_a_restart(
+    redis_server: RedisServer,
+) -> None:
+    async with BotTester([echo_router()], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("wait")
+        await phone.expect_reply("Waiting")
+        session = await bot.session(phone)
+        assert session.state == Flow.waiting.name == "Flow:waiting"
+        assert set(session.timers) == {"state-timeout", "later"}
+
+        await bot.advance(hours=1)
+        await phone.expect_no_reply()
+        await bot.restart()  # pending timers live in Redis
+        await bot.advance(hours=1, minutes=1)
+        await phone.expect_reply("Too late")
+        assert (await bot.session(phone)).state is None
+        await bot.advance(days=1)
+        await phone.expect_reply(r"A day later \(1\)")
+
+
+async def test_expect_reply_names_what_arrived_when_it_does_not_match(
+    redis_server: RedisServer,
+) -> None:
+    async with BotTester([echo_router()], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("ping")
+        with pytest.raises(AssertionError, match="'pong' does not match 'pang'"):
+            await phone.expect_reply("pang")
+        with pytest.raises(AssertionError, match="got no reply"):
+            await phone.expect_reply("anything", timeout=0.2)
+
+
+async def test_a_plugin_with_invalid_settings_is_refused_with_one_line(
+    redis_server: RedisServer,
+) -> None:
+    from pydantic import BaseModel
+
+    class Settings(BaseModel):
+        greeting: str
+
+    plugin = Plugin("greeter", echo_router(), settings=Settings)
+    with pytest.raises(RuntimeError, match="plugin 'greeter': invalid settings: greeting"):
+        async with BotTester([plugin], redis_url=redis_server.url):
+            pass
