@@ -132,6 +132,8 @@ def assemble(
         segment_budget=config.segment_budget,
         clock=clock,
     )
+    for problem in loaded.problems:
+        log.error("plugin left out", error=problem)
     log.info(
         "bot assembled",
         plugins=[p.name for p in loaded.loaded],

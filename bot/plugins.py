@@ -38,7 +38,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -59,8 +58,6 @@ __all__ = [
     "load_plugins",
     "parse_names",
 ]
-
-log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP: Final = "sinchbot.plugins"
 """The entry-point group plugins are published under."""
@@ -229,7 +226,8 @@ def load_plugins(
             entry points of the same name.
 
     Problems (unknown name, import error, invalid settings, a duplicate) are collected in
-    :attr:`PluginLoad.problems`, one line each, and logged; the other plugins load.
+    :attr:`PluginLoad.problems`, one line each (the caller reports them); the other
+    plugins load.
     """
     found: dict[str, importlib.metadata.EntryPoint | Plugin] = {
         **discover(),
@@ -254,11 +252,8 @@ def load_plugins(
                 raise PluginError(f"plugin {name!r}: its router is included in another router")
         except PluginError as exc:
             result.problems.append(str(exc))
-            log.error("plugin left out", plugin=name, error=str(exc))
             continue
         result.loaded.append(LoadedPlugin(plugin, settings, router))
-    for name in set(tables) - set(names):
-        log.info("settings for a plugin that is not enabled", plugin=name)
     return result
 
 

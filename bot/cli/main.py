@@ -36,6 +36,7 @@ from bot.cli.messaging import (
     _add_status,
     _add_webhooks,
 )
+from bot.cli.plugins import _add_plugins
 from bot.cli.services import (
     _add_dlq,
     _add_sandbox,
@@ -62,6 +63,7 @@ COMMANDS: list[Callable[[Any], None]] = [
     _add_blacklist,
     _add_sandbox,
     _add_dlq,
+    _add_plugins,
 ]
 """Builders of the subcommands, in ``--help`` order; each adds its parser."""
 
