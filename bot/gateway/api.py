@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from bot.gateway import records, timeline
+from bot.gateway.deferred import DEFERRED
 from bot.gateway.events import (
     GW_CONVERSATION,
     GW_ID,
@@ -56,6 +57,7 @@ from bot.gateway.events import (
 )
 from bot.gateway.keys import PartitionKeys, conversation_key, handset_of, partition_of
 from bot.gateway.outbox import queue_requests
+from bot.gateway.quiet_hours import Deferral, QuietHours, utc_now
 from bot.gateway.store import Store, text, text_map
 from bot.gateway.throttle import Throttle
 from bot.sinch.client import SinchClient
@@ -74,7 +76,9 @@ from bot.sms import InvalidPhoneNumber, normalise_phone, segments
 
 __all__ = [
     "API_PREFIX",
+    "Api",
     "ApiDeps",
+    "ApiError",
     "RcsContent",
     "SendRequest",
     "api_routes",
@@ -181,6 +185,10 @@ class ApiDeps:
             from it when one is free, and are refused rather than queued when none is.
         provider_timeout: seconds a provider call may take before the API gives up.
         ready_timeout: seconds Redis has to answer the readiness PING.
+        quiet_hours: the quiet-hours policy: a send to a handset in its quiet window is
+            deferred until the window ends (status ``deferred``, ``deferred_until``);
+            ``None``: never deferred.
+        clock: the current time (aware) quiet hours are judged at.
     """
 
     store: Store
@@ -195,10 +203,13 @@ class ApiDeps:
     throttle: Throttle | None = None
     provider_timeout: float = 10.0
     ready_timeout: float = 1.0
+    quiet_hours: QuietHours | None = None
+    clock: Callable[[], datetime] = utc_now
 
 
-class _ApiError(Exception):
-    """A finished error response, raised from a processing step."""
+class ApiError(Exception):
+    """A finished error response (``{"error": message}`` with ``status``), raised from a
+    route handler wrapped by the API's guard (plugins' routes raise it too)."""
 
     def __init__(
         self, status: int, message: str, *, headers: Mapping[str, str] | None = None
@@ -220,7 +231,7 @@ def _dumps(data: Any) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Api:
+class Api:
     """The route handlers, bound to their dependencies."""
 
     def __init__(self, deps: ApiDeps) -> None:
@@ -243,7 +254,7 @@ class _Api:
                 if auth:
                     self._authenticate(request)
                 return await handler(request)
-            except _ApiError as exc:
+            except ApiError as exc:
                 return _json({"error": exc.message}, exc.status, exc.headers)
             except (RedisError, OSError) as exc:
                 log.warning("api: redis unavailable", path=request.path, error=str(exc))
@@ -261,46 +272,49 @@ class _Api:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(token.strip().encode(), self._token):
-            raise _ApiError(403, "forbidden")
+            raise ApiError(403, "forbidden")
 
-    async def _read_json(self, request: web.Request) -> Any:
+    async def read_json(self, request: web.Request) -> Any:
+        """The request's JSON body, bounded by ``max_body`` (415, 413, 400 otherwise)."""
         if request.content_type not in _JSON_TYPES:
-            raise _ApiError(415, "Content-Type must be application/json")
+            raise ApiError(415, "Content-Type must be application/json")
         limit = self.deps.max_body
         if request.content_length is not None and request.content_length > limit:
-            raise _ApiError(413, "body too large")
+            raise ApiError(413, "body too large")
         chunks: list[bytes] = []
         size = 0
         while chunk := await request.content.read(limit + 1 - size):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise _ApiError(413, "body too large")
+                raise ApiError(413, "body too large")
         try:
             return json.loads(b"".join(chunks))
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            raise _ApiError(400, "invalid JSON") from None
+            raise ApiError(400, "invalid JSON") from None
 
     # ------------------------------------------------------------------ POST /api/messages
 
     async def send(self, request: web.Request) -> web.StreamResponse:
-        payload = await self._read_json(request)
+        payload = await self.read_json(request)
         if not isinstance(payload, dict):
-            raise _ApiError(422, "body must be a JSON object")
+            raise ApiError(422, "body must be a JSON object")
         try:
             body = SendRequest.model_validate(payload)
         except ValidationError as exc:
-            raise _ApiError(422, _details(exc)) from None
+            raise ApiError(422, _details(exc)) from None
         requests = self._build(body)
         try:
-            await queue_requests(
+            deferred = await queue_requests(
                 self.deps.store,
                 self.deps.partitions,
                 requests,
                 ttl_ms=self.deps.ttl_ms,
                 timeline_max=self.deps.timeline_max,
+                quiet_hours=self.deps.quiet_hours,
+                now=self.deps.clock(),
             )
         except (RedisError, OSError) as exc:
             # Some partitions' batches may have been committed: give the ids, so the
@@ -314,8 +328,13 @@ class _Api:
                 503,
                 {"Retry-After": str(RETRY_AFTER)},
             )
-        log.info("api: messages queued", count=len(requests), channel=body.channel)
-        return _json({"messages": _queued(requests, records.QUEUED)}, 202)
+        log.info(
+            "api: messages queued",
+            count=len(requests),
+            deferred=len(deferred),
+            channel=body.channel,
+        )
+        return _json({"messages": _queued(requests, records.QUEUED, deferred)}, 202)
 
     def _recipients(self, to: str | list[str]) -> list[str]:
         if isinstance(to, str):
@@ -324,15 +343,15 @@ class _Api:
             raw = to
         numbers = [n.strip() for n in raw if n.strip()]
         if not numbers:
-            raise _ApiError(422, "to: at least one recipient is required")
+            raise ApiError(422, "to: at least one recipient is required")
         if len(numbers) > MAX_RECIPIENTS:
-            raise _ApiError(422, f"to: at most {MAX_RECIPIENTS} recipients per request")
+            raise ApiError(422, f"to: at most {MAX_RECIPIENTS} recipients per request")
         result: list[str] = []
         for number in numbers:
             try:
                 normalised = normalise_phone(number, self.deps.default_region)
             except InvalidPhoneNumber:
-                raise _ApiError(422, f"to: {number[:40]!r} is not a valid phone number") from None
+                raise ApiError(422, f"to: {number[:40]!r} is not a valid phone number") from None
             if normalised not in result:
                 result.append(normalised)
         return result
@@ -348,7 +367,7 @@ class _Api:
             try:
                 return normalise_phone(value, self.deps.default_region)
             except InvalidPhoneNumber:
-                raise _ApiError(422, f"from: {value[:40]!r} is not a valid phone number") from None
+                raise ApiError(422, f"from: {value[:40]!r} is not a valid phone number") from None
         return value
 
     def _build(self, body: SendRequest) -> list[OutboundRequest]:
@@ -358,15 +377,15 @@ class _Api:
         metadata = dict(body.metadata or {})
         reserved = sorted(set(metadata) & set(RESERVED_METADATA))
         if reserved:
-            raise _ApiError(422, f"metadata: {', '.join(reserved)} is reserved")
+            raise ApiError(422, f"metadata: {', '.join(reserved)} is reserved")
         if len(metadata) > MAX_USER_METADATA:
-            raise _ApiError(422, f"metadata: at most {MAX_USER_METADATA} pairs")
+            raise ApiError(422, f"metadata: at most {MAX_USER_METADATA} pairs")
         if body.channel == "rcs":
             return self._build_rcs(body, recipients, source, metadata or None)
         if body.rcs is not None:
-            raise _ApiError(422, "rcs: only for channel rcs")
+            raise ApiError(422, "rcs: only for channel rcs")
         if body.content is None:
-            raise _ApiError(422, f"content: required for channel {body.channel}")
+            raise ApiError(422, f"content: required for channel {body.channel}")
         result = []
         for number in recipients:
             try:
@@ -384,7 +403,7 @@ class _Api:
                 )
                 result.append(prepare_sms(message, conversation_key(source, number)))
             except ValidationError as exc:
-                raise _ApiError(422, _details(exc)) from None
+                raise ApiError(422, _details(exc)) from None
         return result
 
     def _build_rcs(
@@ -396,10 +415,10 @@ class _Api:
     ) -> list[OutboundRequest]:
         rcs = body.rcs
         if rcs is None:
-            raise _ApiError(422, "rcs: required for channel rcs")
+            raise ApiError(422, "rcs: required for channel rcs")
         for name in ("media", "subject", "scheduled"):
             if getattr(body, name) is not None:
-                raise _ApiError(422, f"{name}: not supported for channel rcs")
+                raise ApiError(422, f"{name}: not supported for channel rcs")
         result = []
         for number in recipients:
             try:
@@ -417,7 +436,7 @@ class _Api:
                 )
                 result.append(prepare_rcs(message, conversation_key(source, number)))
             except ValidationError as exc:
-                raise _ApiError(422, _details(exc, "/rcs")) from None
+                raise ApiError(422, _details(exc, "/rcs")) from None
         return result
 
     # ------------------------------------------------------------------ GET /api/messages/{id}
@@ -426,13 +445,13 @@ class _Api:
         gw_id = request.match_info["id"]
         want_provider = _flag(request, "provider", default=True)
         if not _MESSAGE_ID.fullmatch(gw_id):
-            raise _ApiError(404, "no such message")
+            raise ApiError(404, "no such message")
         pipe = self.redis.pipeline(transaction=False)
         for p in range(self.deps.partitions):
             pipe.hgetall(PartitionKeys(p).message(gw_id))
         found = [(p, text_map(raw)) for p, raw in enumerate(await pipe.execute()) if raw]
         if not found:
-            raise _ApiError(404, "no such message")
+            raise ApiError(404, "no such message")
         partition, record = found[0]
         result: dict[str, Any] = {"id": gw_id, "partition": partition, "record": record}
         message_id = record.get("message_id")
@@ -470,7 +489,7 @@ class _Api:
         q = request.query.get("q", "")
         fragment = re.sub(r"[\s().-]", "", q)
         if q and not _NUMBER_FRAGMENT.fullmatch(fragment):
-            raise _ApiError(422, "q: must be part of a phone number (digits, optional '+')")
+            raise ApiError(422, "q: must be part of a phone number (digits, optional '+')")
         if len(fragment) >= 9:  # a whole number in national form finds its E.164 keys
             with contextlib.suppress(InvalidPhoneNumber):
                 fragment = normalise_phone(fragment, self.deps.default_region)
@@ -502,7 +521,7 @@ class _Api:
         limit = _int_param(request, "limit", default=200, low=1, high=MAX_TIMELINE)
         with_messages = _flag(request, "messages", default=True)
         if ":" not in key or len(key) > 300:
-            raise _ApiError(404, "no such conversation")
+            raise ApiError(404, "no such conversation")
         keys = PartitionKeys(partition_of(handset_of(key), self.deps.partitions))
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.session(key))
@@ -511,7 +530,7 @@ class _Api:
         entries = await timeline.read(self.redis, keys, key, limit=limit)
         session = text_map(raw_session)
         if not session and score is None and not entries:
-            raise _ApiError(404, "no such conversation")
+            raise ApiError(404, "no such conversation")
         try:
             data = json.loads(session.get("data") or "{}")
         except ValueError:
@@ -550,9 +569,9 @@ class _Api:
             senders = await self._provider(lambda c: c.sender_ids())
         except _ProviderUnavailable as exc:
             if exc.failed:
-                raise _ApiError(502, str(exc)) from None
+                raise ApiError(502, str(exc)) from None
             headers = {"Retry-After": str(max(1, round(exc.retry_after or RETRY_AFTER)))}
-            raise _ApiError(503, str(exc), headers=headers) from None
+            raise ApiError(503, str(exc), headers=headers) from None
         return _json(senders.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
@@ -594,20 +613,30 @@ class _ProviderUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def _queued(requests: Sequence[OutboundRequest], status: str) -> list[dict[str, Any]]:
+def _queued(
+    requests: Sequence[OutboundRequest],
+    status: str,
+    deferred: Mapping[str, Deferral] | None = None,
+) -> list[dict[str, Any]]:
+    """The response items of a send; a deferred message's status is ``deferred`` with
+    ``deferred_until`` (ISO 8601 UTC) and ``deferred_reason``."""
     result = []
     for request in requests:
         info = segments(request.text)
-        result.append(
-            {
-                "id": request.gw_id,
-                "to": request.destination,
-                "conversation": request.conversation,
-                "status": status,
-                "segments": info.segments,
-                "encoding": str(info.encoding),
-            }
-        )
+        item: dict[str, Any] = {
+            "id": request.gw_id,
+            "to": request.destination,
+            "conversation": request.conversation,
+            "status": status,
+            "segments": info.segments,
+            "encoding": str(info.encoding),
+        }
+        deferral = (deferred or {}).get(request.gw_id)
+        if deferral is not None:
+            item["status"] = DEFERRED
+            item["deferred_until"] = deferral.until_iso
+            item["deferred_reason"] = deferral.reason
+        result.append(item)
     return result
 
 
@@ -629,7 +658,7 @@ def _flag(request: web.Request, name: str, *, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise _ApiError(422, f"{name}: must be 1 or 0")
+    raise ApiError(422, f"{name}: must be 1 or 0")
 
 
 def _int_param(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -639,9 +668,9 @@ def _int_param(request: web.Request, name: str, *, default: int, low: int, high:
     try:
         value = int(raw)
     except ValueError:
-        raise _ApiError(422, f"{name}: must be an integer") from None
+        raise ApiError(422, f"{name}: must be an integer") from None
     if not low <= value <= high:
-        raise _ApiError(422, f"{name}: must be between {low} and {high}")
+        raise ApiError(422, f"{name}: must be between {low} and {high}")
     return value
 
 
@@ -651,7 +680,7 @@ def api_routes(deps: ApiDeps) -> list[web.RouteDef]:
     The routes read their bodies themselves, bounded by ``deps.max_body``, so they do not
     depend on the application's ``client_max_size``.
     """
-    api = _Api(deps)
+    api = Api(deps)
     g = api.guarded
     return [
         web.post(f"{API_PREFIX}/messages", g(api.send), name="api-send"),

@@ -31,10 +31,12 @@ from bot.botconfig import BotConfig, load_config
 from bot.config import Settings
 from bot.conversation.context import Clock, utc_now
 from bot.gateway.api import Api, ApiDeps, api_routes
+from bot.gateway.deferred import DeferredPump
 from bot.gateway.forwarding import Forwarder
 from bot.gateway.handling import EventHandler, GatewayLimits, RecordingHandler
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.ingress import Ingress
+from bot.gateway.quiet_hours import QuietHours
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.sender import Sender
 from bot.gateway.store import Store
@@ -180,10 +182,14 @@ class Gateway:
         self.registry = WorkerRegistry(
             self.redis, partitions=settings.partitions, lease_ttl=settings.lease_ttl
         )
+        policy = QuietHours.from_config(self.config.quiet_hours)
+        self.quiet_hours = policy if policy.active else None
         self.limits = GatewayLimits(
             timeline_max=settings.timeline_max,
             ttl_ms=self.ttl_ms,
             forward=bool(settings.forward_url_list),
+            quiet_hours=self.quiet_hours,
+            clock=clock,
         )
         self.inbox = InboxConsumer(
             self.store,
@@ -193,6 +199,8 @@ class Gateway:
             max_deliveries=settings.max_deliveries,
         )
         self.timers = TimerPump(self.store, self.registry, skew=self.skew)
+        # Always running: sends deferred under an earlier configuration still get released.
+        self.deferred = DeferredPump(self.store, self.registry, skew=self.skew)
         self.sender = Sender(
             self.store,
             self.client,
@@ -273,6 +281,8 @@ class Gateway:
             client=self.client,
             ready=self.ready,
             throttle=self.throttle,
+            quiet_hours=self.quiet_hours,
+            clock=self.clock,
         )
         routes = api_routes(deps)
         if self.bot is not None:
@@ -305,6 +315,7 @@ class Gateway:
             await self.registry.start()
             await self.inbox.start()
             await self.timers.start()
+            await self.deferred.start()
             await self.sender.start()
             await self.forwarder.start()
         self._started = True
@@ -317,6 +328,7 @@ class Gateway:
         steps: list[Callable[[], Awaitable[None]]] = []
         if self.runs_workers:
             steps += [
+                self.deferred.stop,
                 self.timers.stop,
                 self.inbox.stop,
                 self.sender.stop,

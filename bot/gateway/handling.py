@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.gateway import forwarding, records, timeline
 from bot.gateway.events import GW_ID, InboxEvent, OutboundRequest, prepare_sms
 from bot.gateway.keys import PartitionKeys, handset_of, our_number_of
+from bot.gateway.quiet_hours import QuietHours, utc_now
 from bot.gateway.store import Batch
 from bot.sinch.models import DeliveryReceipt, InboundMessage, OutboundMessage
 
@@ -66,6 +69,11 @@ class GatewayLimits:
     forward: bool = False
     """Forward events to subscribers (set when SINCHBOT_FORWARD_URLS is configured; without
     a forwarder running the forward streams would only grow)."""
+    quiet_hours: QuietHours | None = None
+    """The quiet-hours policy: non-reply sends (``timer``, ``api``...) that fall in the
+    handset's quiet window are deferred until it ends (``None``: never deferred)."""
+    clock: Callable[[], datetime] = utc_now
+    """The current time (aware) quiet hours are judged at."""
 
 
 @dataclass
@@ -101,19 +109,22 @@ class EventContext:
         )
 
     def queue(self, request: OutboundRequest) -> None:
-        """Queue an outbound message (it leaves through the outbox and the sender)."""
+        """Queue an outbound message (it leaves through the outbox and the sender; a
+        non-reply in the handset's quiet hours waits in the deferred set first)."""
         from bot.gateway import outbox
 
-        outbox.enqueue(self.batch, self.keys, request, ttl_ms=self.limits.ttl_ms)
-        self.record(
-            "outbound",
-            {
-                "gw_id": request.gw_id,
-                "to": request.destination,
-                "text": request.text,
-                "origin": request.origin,
-            },
+        policy = self.limits.quiet_hours
+        deferral = outbox.enqueue(
+            self.batch,
+            self.keys,
+            request,
+            ttl_ms=self.limits.ttl_ms,
+            quiet_hours=policy,
+            now=self.limits.clock() if policy is not None else None,
         )
+        self.record("outbound", outbox.outbound_entry(request))
+        if deferral is not None:
+            self.record("deferred", outbox.deferred_entry(request, deferral))
         self.replies.append(request)
 
     def reply(self, text: str, **fields: Any) -> OutboundRequest:

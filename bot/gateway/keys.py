@@ -112,6 +112,24 @@ class PartitionKeys:
         """Hash: entry id → handler failures so far."""
         return f"{PREFIX}:{self.tag}:fails"
 
+    @property
+    def deferred(self) -> str:
+        """Sorted set: ``gw_id`` of a send held back by quiet hours → release time (ms since
+        the epoch, Redis clock domain)."""
+        return f"{PREFIX}:{self.tag}:deferred"
+
+    @property
+    def deferred_data(self) -> str:
+        """Hash: ``gw_id`` of a deferred send → its outbox entry fields (a JSON array
+        ``[name, value, ...]``)."""
+        return f"{PREFIX}:{self.tag}:deferreddata"
+
+    @property
+    def optout(self) -> str:
+        """Hash: handset number → its opt-out as JSON (``at``, ``via``, ``word``...): the
+        partition's part of the suppression list (:mod:`bot.gateway.suppression`)."""
+        return f"{PREFIX}:{self.tag}:optout"
+
 
 def timer_member(conversation: str, timer_id: str) -> str:
     """``<conversation>|<timer id>``: a timer's member in :attr:`PartitionKeys.timers` and

@@ -47,9 +47,17 @@ class QueuedMessage(BaseModel):
     id: str = Field(description="Our id of the message (gw_id), for GET /api/messages/{id}.")
     to: str = Field(description="The recipient, in E.164.")
     conversation: str = Field(description="The conversation key (<our number>:<handset>).")
-    status: Literal["queued", "unknown"]
+    status: Literal["queued", "deferred", "unknown"] = Field(
+        description="deferred: held back by quiet hours until deferred_until."
+    )
     segments: int = Field(description="SMS segments of the text (or RCS fallback text).")
     encoding: Literal["GSM-7", "UCS-2"]
+    deferred_until: str | None = Field(
+        default=None, description="Deferred: when quiet hours end (ISO 8601 UTC)."
+    )
+    deferred_reason: str | None = Field(
+        default=None, description="Deferred: the window, e.g. 'quiet hours AU 20:00-09:00'."
+    )
 
 
 class SendResponse(BaseModel):

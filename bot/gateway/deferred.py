@@ -1,0 +1,211 @@
+"""The deferred pump: sends held back by quiet hours go to the outbox when the window ends.
+
+:func:`bot.gateway.outbox.enqueue`, given a :class:`~bot.gateway.quiet_hours.QuietHours`
+policy, does not append a request that falls in its handset's quiet hours to the outbox
+stream: in the same batch it stores it in the partition's
+
+- sorted set ``keys.deferred`` (``sb:{p<N>}:deferred``): member ``gw_id`` → release time,
+  in ms since the epoch (the clock domain of Redis ``TIME``, which the pump compares with);
+- hash ``keys.deferred_data`` (``sb:{p<N>}:deferreddata``): ``gw_id`` → the outbox entry's
+  fields as a JSON array ``[name, value, name, value, ...]`` (exactly what
+  :meth:`~bot.gateway.events.OutboundRequest.to_fields` gives);
+
+and creates the message record (``sb:{p<N>}:msg:<gw_id>``) with status ``deferred`` and
+``deferred_until`` / ``deferred_reason``, and the caller records a timeline entry of kind
+``deferred``. Moving a send's release earlier or later is rewriting its score; tests make a
+deferred send due by writing a score in the past.
+
+:class:`DeferredPump` runs in every worker process. For each partition whose lease this
+worker holds it runs, once per tick, ONE script that takes the due sends (score ≤ Redis
+``TIME``), appends each to the outbox stream with its stored fields, removes it from the
+set and the hash, and sets its record back to ``queued`` (with ``released_at``), atomically,
+after checking the lease. So a deferred send reaches the outbox exactly once, survives any
+restart (it is in Redis until then), and then leaves through the sender like any other,
+which still enforces opt-outs at that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+
+from bot.gateway import records
+from bot.gateway.keys import PartitionKeys
+from bot.gateway.store import RANK_ERROR, Store, text
+from bot.gateway.workers import WorkerRegistry
+
+__all__ = ["DEFERRED", "RELEASE_LIMIT", "DeferredPump"]
+
+log = structlog.get_logger(__name__)
+
+DEFERRED: Final = "deferred"
+"""Record status of a send waiting for quiet hours to end (then ``queued`` again)."""
+
+RELEASE_LIMIT: Final = 100
+"""Deferred sends moved into a partition's outbox per script call (bounds the time it
+holds Redis)."""
+
+# KEYS: deferred zset, deferred data hash, outbox stream, lease.
+# ARGV: limit, worker id, record key prefix (``sb:{p<N>}:msg:``: records share the
+# partition's hash tag, so the script stays in one slot), the deferred, queued and failed
+# statuses, the error rank, the skew in ms.
+# Returns {released, now_ms, next_due_ms or "", unreadable}; {-1, now_ms, "", 0} when the
+# lease is not ours.
+_RELEASE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[8])
+local nows = string.format('%d', now)
+if redis.call('GET', KEYS[4]) ~= ARGV[2] then return {-1, nows, '', 0} end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[1]))
+local released, unreadable = 0, 0
+local stamp = string.format('%d.%03d', math.floor(now / 1000), now % 1000)
+for _, id in ipairs(due) do
+  local data = redis.call('HGET', KEYS[2], id)
+  local ok, fields = false, nil
+  if data then ok, fields = pcall(cjson.decode, data) end
+  if ok and type(fields) == 'table' and #fields > 0 and #fields % 2 == 0 then
+    redis.call('XADD', KEYS[3], '*', unpack(fields))
+    local record = ARGV[3] .. id
+    if redis.call('HGET', record, 'status') == ARGV[4] then
+      redis.call('HSET', record, 'status', ARGV[5], 'released_at', stamp)
+    end
+    released = released + 1
+  else
+    -- Corrupt data cannot be sent: say so on the record rather than leave it "deferred".
+    unreadable = unreadable + 1
+    local record = ARGV[3] .. id
+    if redis.call('HGET', record, 'status') == ARGV[4] then
+      redis.call('HSET', record, 'status', ARGV[6], 'rank', ARGV[7],
+                 'error', 'deferred entry unreadable', 'failed_at', stamp)
+    end
+  end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {released, nows, nxt[2] or '', unreadable}
+"""
+
+
+class DeferredPump:
+    """Moves due deferred sends of the partitions this worker owns into their outbox
+    streams (see the module documentation).
+
+    Args:
+        store: the gateway's Redis.
+        registry: whose :attr:`~bot.gateway.workers.WorkerRegistry.owned` partitions to
+            serve; the script checks the lease, so a worker that lost a partition releases
+            nothing of it.
+        poll: longest sleep between ticks (seconds): a send is released at most this late
+            after its window ends (and a newly acquired partition's due sends at most this
+            late).
+        retry_delay_max: longest backoff while Redis is unreachable.
+        skew: seconds the engine's clock runs ahead of Redis's (the testing kit moves its
+            clock forward; release times are by the engine's clock). Default: none.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: WorkerRegistry,
+        *,
+        poll: float = 1.0,
+        retry_delay_max: float = 5.0,
+        skew: Callable[[], float] | None = None,
+    ) -> None:
+        if not poll > 0:
+            raise ValueError("poll must be positive")
+        self.store = store
+        self.registry = registry
+        self.poll = poll
+        self.retry_delay_max = max(poll, retry_delay_max)
+        self.skew = skew
+        self.released = 0
+        """Deferred sends moved into an outbox by this pump so far."""
+        self.unreadable = 0
+        """Deferred entries dropped because their stored fields could not be read (their
+        records are marked ``failed``)."""
+        self._script: Any = store.redis.register_script(_RELEASE)
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start the pump loop (idempotent)."""
+        if self._task is not None:
+            return
+        self._stopping = False
+        self._task = asyncio.create_task(self._loop(), name="deferred-pump")
+
+    async def stop(self) -> None:
+        """Stop the loop. A tick in progress is one script call per partition: each either
+        moved its sends into the outbox or did nothing, so cancelling it loses nothing."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the current sleep (e.g. after a release time
+        was moved earlier)."""
+        self._wake.set()
+
+    async def tick(self) -> float:
+        """Release the due sends of every owned partition once; the seconds until the next
+        tick is needed (at most :attr:`poll`; 0 when a partition had more due sends than
+        one call moves)."""
+        wait = self.poll
+        skew_ms = round(self.skew() * 1000) if self.skew is not None else 0
+        for partition in sorted(self.registry.owned):
+            keys = PartitionKeys(partition)
+            released, now, due, unreadable = await self._script(
+                keys=[keys.deferred, keys.deferred_data, keys.outbox, keys.lease],
+                args=[
+                    RELEASE_LIMIT,
+                    self.registry.worker_id,
+                    keys.message(""),
+                    DEFERRED,
+                    records.QUEUED,
+                    records.FAILED,
+                    RANK_ERROR,
+                    skew_ms,
+                ],
+            )
+            released, unreadable = int(released), int(unreadable)
+            if released > 0:
+                self.released += released
+                log.info("deferred sends released", partition=partition, count=released)
+            if unreadable > 0:
+                self.unreadable += unreadable
+                log.error(
+                    "unreadable deferred sends dropped", partition=partition, count=unreadable
+                )
+            if released + unreadable >= RELEASE_LIMIT:
+                wait = 0.0
+            elif text(due):
+                wait = min(wait, max(0.0, (float(text(due)) - float(text(now))) / 1000))
+        return wait
+
+    async def _loop(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            self._wake.clear()  # before the tick: a wake() during it ticks again at once
+            try:
+                wait = await self.tick()
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down, a script error...: log, back off, retry
+                backoff = min(max(backoff * 2, self.poll), self.retry_delay_max)
+                log.warning("deferred pump tick failed", error=str(exc), retry_in=backoff)
+                wait = backoff
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
