@@ -28,6 +28,7 @@ from bot.conversation.context import Clock, utc_now
 from bot.conversation.engine import Engine
 from bot.plugins import Plugin, PluginLoad, load_plugins, parse_names
 from bot.sinch.client import SinchClient
+from handlers import compliance, keywords
 
 __all__ = ["DEMO_FALLBACK", "DEMO_PLUGINS", "Bot", "assemble", "enabled_plugins"]
 
@@ -95,27 +96,6 @@ def assemble(
         ConfigError: a built-in handler's table is invalid. (A plugin's problems do not
             raise: the plugin is left out and :attr:`PluginLoad.problems` says why.)
     """
-    try:  # TEMPORARY-WIRING: until handlers/ lands
-        from handlers import compliance, keywords
-    except ImportError:
-        from bot.conversation.router import Router
-
-        loaded = load_plugins(
-            enabled_plugins(settings, config, demo=demo), config.plugin, available=available
-        )
-        fallback_router = Router("keywords")
-        if demo or config.fallback:
-            from bot.conversation.context import Context
-
-            text = config.fallback or DEMO_FALLBACK
-
-            @fallback_router.message()
-            async def _fallback(ctx: Context) -> None:
-                if ctx.message is not None and ctx.message.kind == "message":
-                    ctx.reply(text.format(text=ctx.text[:100]))
-
-        engine = Engine(*loaded.routers, fallback_router, clock=clock)
-        return Bot(engine, GatewayEngineHandler(engine), loaded, config)
     names = enabled_plugins(settings, config, demo=demo)
     loaded = load_plugins(names, config.plugin, available=available)
     compliance_settings = section(compliance.ComplianceSettings, "compliance", config.compliance)

@@ -12,6 +12,10 @@ Per call:
 
 - messages are validated before they join a batch (one bad message makes the provider
   reject the whole call); an invalid one is recorded failed on its own;
+- just before the call, one pipelined ``HMGET`` per partition screens the destinations
+  against the suppression list (:mod:`bot.gateway.suppression`): a message to a handset
+  that opted out is not sent but recorded final as ``suppressed`` (record, timeline,
+  acknowledgement, with the batch's other outcomes), unless its origin is ``compliance``;
 - the in-flight batch's ids are written to ``inflight(worker)`` before the call and cleared
   once its outcome is recorded, so whoever recovers after a crash can tell which messages
   may have left twice (at most this one batch);
@@ -51,11 +55,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from bot.gateway import records, timeline
+from bot.gateway import records, suppression, timeline
 from bot.gateway.crashpoints import crash_point
 from bot.gateway.dlq import DeadLetter, dead_letter
 from bot.gateway.events import OutboundRequest
-from bot.gateway.keys import OUTBOX_GROUP, PartitionKeys, alive, inflight
+from bot.gateway.keys import OUTBOX_GROUP, PartitionKeys, alive, inflight, partition_of
 from bot.gateway.sending import (
     Item,
     ProviderModel,
@@ -114,6 +118,8 @@ class SenderCounters:
     throttle_wait_seconds: float = 0.0
     failed: int = 0
     """Messages recorded failed (invalid, rejected by the provider, or given up)."""
+    suppressed: int = 0
+    """Messages not sent because their recipient opted out (recorded ``suppressed``)."""
     dead_lettered: int = 0
     possible_duplicates: int = 0
     """Messages whose send may have reached the provider twice (unknown outcomes, crashes)."""
@@ -127,7 +133,7 @@ class SenderCounters:
 
 @dataclass
 class _Outcome:
-    """How one outbox entry ended: sent, failed, or dropped as unreadable."""
+    """How one outbox entry ended: sent, failed, suppressed, or dropped as unreadable."""
 
     partition: int
     entry_id: str
@@ -139,6 +145,8 @@ class _Outcome:
     dead_letter: bool = False
     calls: int = 0
     deliveries: int = 0
+    suppressed: suppression.OptOut | None = None
+    """The recipient's opt-out, when the message was held back for it."""
 
     @classmethod
     def of_sent(cls, item: Item, message_id: str) -> _Outcome:
@@ -161,6 +169,17 @@ class _Outcome:
             item.request,
             error=error,
             dead_letter=dead_letter,
+            calls=item.calls,
+        )
+
+    @classmethod
+    def of_suppressed(cls, item: Item, opt_out: suppression.OptOut) -> _Outcome:
+        return cls(
+            item.partition,
+            item.entry_id,
+            item.fields,
+            item.request,
+            suppressed=opt_out,
             calls=item.calls,
         )
 
@@ -566,13 +585,15 @@ class Sender:
         self._wire_partitions = {item.partition for item in items}
         self._wire_done.clear()
         try:
-            # The marker only matters until another worker takes over after a crash. It is
-            # written inside the ``try`` so that a stop cancelling this very write still
-            # clears it in ``_finish`` (the command may have reached Redis).
-            await self.redis.set(
-                self._inflight_key, json.dumps(_gw_ids(items)), px=_MARKER_TTL_MS
-            )
-            await self._work(state)
+            await self._screen(state)
+            if state.work:
+                # The marker only matters until another worker takes over after a crash. It
+                # is written inside the ``try`` so that a stop cancelling this very write
+                # still clears it in ``_finish`` (the command may have reached Redis).
+                await self.redis.set(
+                    self._inflight_key, json.dumps(_gw_ids(state.work[0])), px=_MARKER_TTL_MS
+                )
+                await self._work(state)
             interrupted = False
         finally:
             try:
@@ -582,6 +603,36 @@ class Sender:
                 self._wire_partitions = set()
                 self._wire_done.set()
         return state.pause
+
+    async def _screen(self, state: _BatchState) -> None:
+        """Take the messages to suppressed handsets out of the batch (``state.work`` holds
+        the one group about to be sent) and make them ``suppressed`` outcomes: checked
+        here, as late as possible, so that what was queued before an opt-out is stopped
+        too. Compliance messages pass."""
+        items = state.work[0]
+        wanted: dict[int, set[str]] = {}
+        for item in items:
+            if item.request.origin != suppression.COMPLIANCE_ORIGIN:
+                number = item.request.destination
+                wanted.setdefault(partition_of(number, self.partitions), set()).add(number)
+        found = await suppression.screen(self.redis, wanted) if wanted else {}
+        if not found:
+            return
+        kept: list[Item] = []
+        held: list[str] = []
+        for item in items:
+            number = item.request.destination
+            opt_out = found.get(partition_of(number, self.partitions), {}).get(number)
+            if opt_out is None or item.request.origin == suppression.COMPLIANCE_ORIGIN:
+                kept.append(item)
+            else:
+                state.outcomes.append(_Outcome.of_suppressed(item, opt_out))
+                held.append(item.gw_id)
+        self._log.info("messages to opted-out handsets not sent", gw_ids=held)
+        if kept:
+            state.work[0] = kept
+        else:
+            state.work.popleft()
 
     async def _work(self, state: _BatchState) -> None:
         throttled = True
@@ -823,6 +874,15 @@ class Sender:
                 continue
             if outcome.sent:
                 self._record_sent(batch, keys, request, outcome)
+            elif outcome.suppressed is not None:
+                suppression.mark_suppressed(
+                    batch,
+                    keys,
+                    request,
+                    outcome.suppressed,
+                    timeline_max=self.timeline_max,
+                    ttl_ms=self.ttl_ms,
+                )
             else:
                 records.mark_failed(batch, keys, request.gw_id, outcome.error, ttl_ms=self.ttl_ms)
                 timeline.append(
@@ -844,7 +904,9 @@ class Sender:
         await self._commit_all(list(batches.values()))
         for outcome in outcomes:
             self._held.discard((outcome.partition, outcome.entry_id))
-            if not outcome.sent:
+            if outcome.suppressed is not None:
+                self.counters.suppressed += 1
+            elif not outcome.sent:
                 self.counters.failed += 1 if outcome.request is not None else 0
         self.counters.dead_lettered += len(dead)
         for partition, ids in (gone or {}).items():
