@@ -160,8 +160,8 @@ class Settings(BaseSettings):
 
     handler: str | None = None
     """The event handler, as ``module:attribute`` (a class, called without arguments, or an
-    instance). Default: record events only. Plugins replace this with the conversation
-    engine."""
+    instance), replacing the conversation engine (compliance, plugins, keywords) for
+    special deployments. Default: the engine."""
 
     config: Path | None = None
     """The bot's configuration file (TOML): enabled plugins and their settings, the
