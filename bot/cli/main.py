@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot import __version__
+from bot.cli.appointments import _add_appointments
 from bot.cli.base import (
     DEBUG_ENV,
     EXIT_ERROR,
@@ -26,6 +27,8 @@ from bot.cli.base import (
     Parser,
     UsageError,
 )
+from bot.cli.chat import _add_chat
+from bot.cli.doctor import _add_doctor
 from bot.cli.messaging import (
     _add_blacklist,
     _add_cancel,
@@ -64,6 +67,9 @@ COMMANDS: list[Callable[[Any], None]] = [
     _add_sandbox,
     _add_dlq,
     _add_plugins,
+    _add_appointments,
+    _add_chat,
+    _add_doctor,
 ]
 """Builders of the subcommands, in ``--help`` order; each adds its parser."""
 
