@@ -418,7 +418,10 @@ class HandsetSend(BaseModel):
 
     content: str = Field(default="", max_length=MAX_CONTENT_LENGTH)
     to: str | None = None
-    reply_to: str | None = None
+    reply_to: str | None = "latest"
+    """What the message answers: a message id, ``"latest"`` (default: the last message this
+    handset got from ``to``, as the provider correlates replies; none yet: unsolicited) or
+    ``null`` (unsolicited)."""
     media: list[HandsetMedia] | None = Field(default=None, max_length=10)
     rcs: bool = False
     choice: HandsetChoice | None = None

@@ -72,20 +72,21 @@ class HandsetClient:
         content: str = "",
         *,
         to: str | None = None,
-        reply_to: str | None = None,
+        reply_to: str | None = "latest",
         media: Sequence[Mapping[str, str]] | None = None,
         rcs: bool = False,
         choice: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send a message, exactly as ``POST /_sandbox/handsets/{number}/messages`` does.
 
-        ``reply_to`` is a message id, ``"latest"`` (the last message from ``to``) or ``None``
+        ``reply_to`` is a message id, ``"latest"`` (default: the last message from ``to``,
+        as the provider correlates replies; unsolicited when there is none) or ``None``
         (unsolicited); ``media`` items are ``{"content_type", "content" (base64), "name"}``;
         ``choice`` is ``{"message_id", "postback_data"}`` (an RCS suggested-reply tap).
         Returns ``{"reply_id", "message_id", "metadata", "notification_id", ...}``.
         """
-        body: dict[str, Any] = {"content": content, "rcs": rcs}
-        for name, value in (("to", to), ("reply_to", reply_to), ("choice", choice)):
+        body: dict[str, Any] = {"content": content, "rcs": rcs, "reply_to": reply_to}
+        for name, value in (("to", to), ("choice", choice)):
             if value is not None:
                 body[name] = dict(value) if isinstance(value, Mapping) else value
         if media is not None:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from bot.sandbox import Sandbox
+from bot.sinch.client import SinchClient
 from bot.sinch.models import Channel, parse_event, parse_inbound
 from bot.sinch.templates import MO_TEMPLATE
 
@@ -74,12 +75,21 @@ async def test_latest_correlates_per_sending_number(make_sandbox: SandboxFactory
     assert first.message_id not in (to_default["message_id"], to_second["message_id"])
 
 
+async def test_a_handset_message_answers_the_latest_message_by_default(
+    sandbox: Sandbox, client: SinchClient
+) -> None:
+    [sent] = await client.send_sms(HANDSET, "Reply Y", metadata={"k": "v"})
+    await sandbox.wait_idle()
+    result = await sandbox.handset(HANDSET).send("Y")  # as the provider correlates replies
+    assert (result["message_id"], result["metadata"]) == (sent.message_id, {"k": "v"})
+
+
 async def test_unsolicited_message_has_no_original(
     sandbox: Sandbox, http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
     await send(http, sms(callback_url=receiver.url_for("/cb")))
     await sandbox.wait_idle()
-    result = await sandbox.handset(HANDSET).send("Hello?")
+    result = await sandbox.handset(HANDSET).send("Hello?", reply_to=None)
     assert (result["message_id"], result["metadata"]) == (None, None)
     assert result["destination_number"] == OUR_NUMBER
     await sandbox.wait_idle()

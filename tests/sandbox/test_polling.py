@@ -39,7 +39,7 @@ async def test_replies_until_confirmed(sandbox: Sandbox, http: httpx.AsyncClient
     await sandbox.wait_idle()
     handset = sandbox.handset(HANDSET)
     first = await handset.send("Yes please", reply_to=accepted["message_id"])
-    await handset.send("And another thing")
+    await handset.send("And another thing", reply_to=None)
     replies = (await http.get("/v1/replies")).json()["replies"]
     assert [r["reply_id"] for r in replies] == [first["reply_id"], replies[1]["reply_id"]]
     reply = replies[0]
