@@ -48,6 +48,7 @@ from bot.gateway.workers import WorkerRegistry
 from bot.plugins import Plugin, PluginHost
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
+from bot.web.routes import web_routes
 
 log = structlog.get_logger(__name__)
 
@@ -300,6 +301,7 @@ class Gateway:
                     default_region=self.settings.default_region,
                 )
                 routes += list(loaded.plugin.routes(host))
+        routes += web_routes(self)
         if self.serves_http:
             routes += webhook_routes(
                 self.ingress, self.webhook_auth, max_body=self.settings.max_body
@@ -419,6 +421,10 @@ def describe(gateway: Gateway) -> list[str]:
         f"  api:       {e.gateway}/api/ ({api_auth}); OpenAPI at {e.gateway}/api/openapi.json"
     )
     lines.append(f"  health:    {e.gateway}/healthz, {e.gateway}/readyz")
+    if gateway.serves_http:
+        if e.sandbox:
+            lines.append(f"  simulator: {e.gateway}/simulator (a phone: talk to the bot)")
+        lines.append(f"  inspector: {e.gateway}/inspector (conversations, timelines, depths)")
     if gateway.bot is not None:
         names = [p.name for p in gateway.bot.plugins.loaded]
         lines.append(f"  plugins:   {', '.join(names) if names else 'none'}")
