@@ -12,7 +12,8 @@ reschedule"), and the handset's answer decides the appointment's status:
 ``confirmed``          answered Y or YES
 ``cancelled``          answered N or NO, or cancelled through the API
 ``reschedule_requested``  answered R, then chose an offered slot or wrote a preferred time
-``no_response``        no answer ``no_reply_after`` after the reminder nor after one nudge
+``no_response``        no answer ``no_reply_after`` after the reminder (counted from its
+                       delivery) nor after one nudge
 ``undeliverable``      a reminder's receipt said failed, expired or rejected
 =====================  =====================================================================
 

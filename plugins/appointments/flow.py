@@ -47,6 +47,7 @@ from bot.conversation import (
     Status,
     normalise,
 )
+from bot.gateway.events import GW_ID
 from bot.gateway.forwarding import forward
 from bot.gateway.handling import EventContext
 from plugins.appointments.models import (
@@ -419,6 +420,25 @@ def build_router(settings: AppointmentSettings | None) -> Router:
         receipt = ctx.receipt
         status = str(receipt.status) if receipt is not None else "failed"
         flow.finish(ctx, doc, "undeliverable", f"receipt {status}")
+
+    def delivered_reminder(ctx: Context) -> FilterResult:
+        prompt = ctx.prompt
+        if prompt is None or prompt.get(PROMPT_KEY) != PROMPT:
+            return False
+        doc = _peek(ctx.data).get(prompt.get(APPOINTMENT, ""))
+        if doc is None or doc.get("step") != ANSWER or doc.get("nudged"):
+            return False
+        if prompt.get(GW_ID) != doc.get("reminder_gw_id"):
+            return False
+        return {"appointment": str(doc["id"])}
+
+    @router.receipt(Status("delivered"), Custom(delivered_reminder, provides=("appointment",)))
+    async def reminder_delivered(ctx: Context, appointment: str) -> None:
+        # "Delivered but no reply within T": T counts from the reminder's delivery, so a
+        # reminder held overnight by quiet hours is not nudged the moment it arrives.
+        ctx.schedule(
+            NUDGE, delay=flow.wait, payload={"id": appointment}, id=timer_ids(appointment)["nudge"]
+        )
 
     return router
 

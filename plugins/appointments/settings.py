@@ -155,8 +155,9 @@ class AppointmentSettings(BaseModel):
     )
     no_reply_after: Duration = Field(
         default=timedelta(hours=4),
-        description="T: without an answer T after the reminder, one nudge; T after the "
-        "nudge, the status becomes no_response.",
+        description="T: without an answer T after the reminder (counted from its delivery "
+        "receipt when one comes), one nudge; T after the nudge, the status becomes "
+        "no_response.",
     )
     timezone: str = Field(default="UTC", description="IANA time zone {when} is shown in.")
     business: str | None = Field(

@@ -377,10 +377,26 @@ async def test_a_failed_receipt_of_the_reminder_makes_it_undeliverable(status: s
     assert [t for t, _ in h.run_writes()[1]] == ["appointment.undeliverable"]
 
 
+async def test_the_reply_window_counts_from_the_reminders_delivery() -> None:
+    h = Harness()
+    appointment = await reminded(h)
+    nudge_id = timer_ids(appointment)["nudge"]
+    queued_at = h.now
+    assert h.backend.timers[nudge_id].at == queued_at + timedelta(hours=4)
+    h.now += timedelta(hours=3)  # delivered late (held by quiet hours, a slow network...)
+    assert await h.engine.dispatch(receipt("delivered", of=h.backend.replies[0]), h.backend)
+    assert h.backend.timers[nudge_id].at == h.now + timedelta(hours=4)
+    assert await h.advance(timedelta(hours=3, minutes=59)) == 0  # no nudge yet
+    assert await h.advance(timedelta(minutes=1)) == 1
+    assert "reply Y" in h.texts[-1] and h.doc(appointment)["nudged"]
+    # once nudged, a (late, duplicate) delivery receipt changes nothing
+    assert not await h.engine.dispatch(receipt("delivered", of=h.backend.replies[0]), h.backend)
+
+
 async def test_other_receipts_are_not_ours() -> None:
     h = Harness()
     appointment = await reminded(h)
-    assert not await h.engine.dispatch(receipt("delivered", of=h.backend.replies[0]), h.backend)
+    assert not await h.engine.dispatch(receipt("delivered", metadata={"x": "y"}), h.backend)
     await h.send("Y")
     assert not await h.engine.dispatch(receipt("failed", of=h.backend.replies[0]), h.backend)
     assert h.doc(appointment)["status"] == "confirmed"
