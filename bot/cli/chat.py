@@ -236,7 +236,7 @@ class HandsetChat:
 
     async def start(self) -> dict[str, Any]:
         """Check the sandbox is there, learn the handset's RCS capability and skip the
-        messages it already has; returns the sandbox's description."""
+        messages it already has but the newest; returns the sandbox's description."""
         try:
             info = await self.call("GET", "/_sandbox")
         except SandboxRefused as exc:
@@ -248,7 +248,9 @@ class HandsetChat:
         for handset in handsets or []:
             if handset.get("number") == self.number:
                 self.rcs = bool(handset.get("rcs", True))
-        for message in await self._messages():
+        # Earlier messages are skipped but the newest: it may be a question waiting for an
+        # answer (the demo's appointment reminder), shown by the first poll.
+        for message in (await self._messages())[:-1]:
             self.seen.add(str(message.get("message_id")))
         return dict(info or {})
 
@@ -447,6 +449,8 @@ async def chat(url: str, number: str, to: str | None, wait: float) -> None:
             f"handset {number} {arrow} {ours} through the sandbox at {url} "
             f"(RCS {'on' if handset.rcs else 'off'}); /help for commands"
         )
+        await handset.poll()  # the newest earlier message, if any
+        handset.replies_since_send = 0
         lines = _start_reader(stdin)
         while True:
             try:

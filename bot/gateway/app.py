@@ -30,6 +30,7 @@ from bot.assembly import Bot, assemble
 from bot.botconfig import BotConfig, load_config
 from bot.config import Settings
 from bot.conversation.context import Clock, utc_now
+from bot.demo import DEMO_HANDSET, demo_config, seed
 from bot.gateway.api import Api, ApiDeps, api_routes
 from bot.gateway.deferred import DeferredPump
 from bot.gateway.forwarding import Forwarder
@@ -115,7 +116,11 @@ class Gateway:
         self.role = role
         self.demo = is_zero_config(settings)
         self.clock = clock
-        self.config = config if config is not None else load_config(settings.config)
+        # The demo runs its own sample configuration unless a config file is given.
+        self.demo_config = config is None and settings.config is None and self.demo
+        if config is None:
+            config = demo_config() if self.demo_config else load_config(settings.config)
+        self.config = config
         self.ttl_ms = round(settings.timeline_ttl * 1000)
 
         self.embedded_redis: RedisServer | None = None
@@ -318,6 +323,8 @@ class Gateway:
             await self.inbox.start()
             await self.timers.start()
             await self.deferred.start()
+            if self.demo_config:
+                await seed(self)
             await self.sender.start()
             await self.forwarder.start()
         self._started = True
@@ -398,7 +405,7 @@ def describe(gateway: Gateway) -> list[str]:
             f"  provider:  sandbox on {e.provider} (no SINCHBOT_API_KEY: zero-configuration demo mode)"
         )
         lines.append(
-            f'  handsets:  POST {e.provider}/_sandbox/handsets/+61491570156/messages {{"content": "hi"}}'
+            f'  handsets:  POST {e.provider}/_sandbox/handsets/{DEMO_HANDSET}/messages {{"content": "hi"}}'
         )
     else:
         lines.append(f"  provider:  {e.provider}")
@@ -425,6 +432,17 @@ def describe(gateway: Gateway) -> list[str]:
         if e.sandbox:
             lines.append(f"  simulator: {e.gateway}/simulator (a phone: talk to the bot)")
         lines.append(f"  inspector: {e.gateway}/inspector (conversations, timelines, depths)")
+    if gateway.demo:
+        lines.append(
+            f"  try it:    sinchbot chat --as {DEMO_HANDSET}  (a sample appointment reminder is"
+            " waiting: reply Y, N or R)"
+            if gateway.demo_config
+            else f"  try it:    sinchbot chat --as {DEMO_HANDSET}"
+        )
+        lines.append(
+            "  go live:   set SINCHBOT_API_KEY, SINCHBOT_API_SECRET, SINCHBOT_WEBHOOK_SECRET,"
+            " SINCHBOT_API_TOKEN, SINCHBOT_PUBLIC_URL; then `sinchbot doctor` (README: Going live)"
+        )
     if gateway.bot is not None:
         names = [p.name for p in gateway.bot.plugins.loaded]
         lines.append(f"  plugins:   {', '.join(names) if names else 'none'}")

@@ -327,11 +327,16 @@ async def test_zero_configuration_runs_the_demo_with_an_embedded_redis_and_sandb
         assert gateway.embedded_redis.data_dir == (tmp_path / "data" / "redis").resolve()
         status, _ = await get_json(http, f"{gw}/readyz")
         assert status == 200
-        phone = gateway.sandbox.handset(H1)
+        # The demo booked a sample appointment for its handset: the reminder is waiting.
+        demo_phone = gateway.sandbox.handset(H1)
+        await eventually(lambda: bool(demo_phone.received), what="the sample reminder")
+        assert "Reply Y to confirm" in demo_phone.received[0]["content"]
+        # Anyone else gets the demo's answers (here the fallback).
+        phone = gateway.sandbox.handset(H2)
         await phone.send("hi")
-        await eventually(lambda: bool(phone.received), what="the demo auto-reply")
-        assert "hi" in phone.received[0]["content"]
-        key = conversation_key(OURS, H1)
+        await eventually(lambda: bool(phone.received), what="the demo's fallback")
+        assert '"hi"' in phone.received[0]["content"]
+        key = conversation_key(OURS, H2)
         status, view = await get_json(http, f"{gw}/api/conversations/{quote(key, safe='')}")
         assert status == 200  # the API is open in the demo
         assert kinds(view)[:2] == ["inbound", "outbound"]

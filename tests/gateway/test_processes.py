@@ -613,7 +613,7 @@ async def test_sinchbot_serve_without_configuration_answers_a_handset(
         assert "accepting unauthenticated webhooks (sandbox demo mode)" in banner
         assert f"data in {Path('.sinchbot') / 'redis'}" in banner
 
-        handset = "+61491570156"
+        handset = "+61491570158"  # not the demo's handset (its sample reminder is waiting)
         url = f"http://127.0.0.1:{sandbox_port}/_sandbox/handsets/{handset}/messages"
         async with http.post(url, json={"content": "hi"}) as response:
             assert response.status == 201
@@ -631,7 +631,7 @@ async def test_sinchbot_serve_without_configuration_answers_a_handset(
         await eventually(complete, timeout=30, interval=0.2, what="the reply's receipts")
         kinds = [e["kind"] for e in view["timeline"]]
         assert kinds[:3] == ["inbound", "outbound", "sent"]
-        assert view["timeline"][1]["data"]["text"].endswith("hi")
+        assert '"hi"' in view["timeline"][1]["data"]["text"]  # the demo's fallback
         [record] = view["messages"].values()
         assert record["status"] == "delivered"
         async with http.get(
