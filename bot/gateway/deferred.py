@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import structlog
 
+from bot.aio import cancel_and_wait
 from bot.gateway import records
 from bot.gateway.keys import PartitionKeys
 from bot.gateway.store import RANK_ERROR, Store, text
@@ -149,9 +150,7 @@ class DeferredPump:
             return
         self._stopping = True
         self._wake.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     def wake(self) -> None:
         """Tick now rather than at the end of the current sleep (e.g. after a release time

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from bot.aio import cancel_and_wait
 from bot.gateway.keys import PartitionKeys
 from bot.gateway.store import Store, text
 from bot.gateway.workers import WorkerRegistry
@@ -112,9 +113,7 @@ class TimerPump:
             return
         self._stopping = True
         self._wake.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def tick(self) -> float:
         """Fire the due timers of every owned partition once; the seconds until the next

@@ -33,6 +33,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.aio import cancel_and_wait
 from bot.config import ConfigError
 from bot.gateway.keys import META, WORKERS, PartitionKeys, alive
 from bot.gateway.store import text
@@ -147,6 +148,7 @@ class WorkerRegistry:
         self._release_tasks: dict[int, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._looping = False
         self._heartbeat: Any = redis.register_script(_HEARTBEAT)
         self._renew: Any = redis.register_script(_RENEW)
         self._release: Any = redis.register_script(_RELEASE)
@@ -269,13 +271,15 @@ class WorkerRegistry:
 
     async def _cancel_loop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        if task is None:
+            return
+        self._looping = False  # the loop also stops by itself at its next turn
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         failures = 0
-        while True:
+        self._looping = True
+        while self._looping:
             await asyncio.sleep(self.interval)
             try:
                 await self._tick()

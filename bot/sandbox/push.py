@@ -11,7 +11,6 @@ task. When a signature key is enabled each attempt is signed anew (fresh ``Date`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from email.utils import formatdate
 import aiohttp
 from yarl import URL
 
+from bot.aio import cancel_and_wait
 from bot.sandbox.state import Stats
 from bot.sinch.signatures import SigningKey
 
@@ -123,11 +123,7 @@ class Pusher:
 
     async def close(self) -> None:
         self.drop_all()
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._workers))
         self._workers = []
         if self._session is not None:
             await self._session.close()
