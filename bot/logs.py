@@ -1,9 +1,22 @@
 """Logging: structlog, JSON in production and readable lines in development, with secrets and
 phone numbers redacted before anything is rendered.
 
-Every log line passes :func:`redact`: values of secret-looking keys (authorization, secret,
-token, signature, password, api key) are replaced, and anything that looks like a phone
-number keeps only its last three digits, wherever it appears in a message or a field.
+Every log line passes :func:`redact`, whatever logged it (structlog or the standard library,
+aiohttp's and httpx's loggers included):
+
+- values of secret-looking keys (authorization, secret, token, signature, password, api
+  key...) are replaced by ``[redacted]``;
+- the configured secret values themselves (:func:`add_secret`: the gateway registers its API
+  key and secret, webhook secret, API token and forward secret) are replaced wherever they
+  appear, and so are ``?token=``-style query parameters, passwords in URLs
+  (``redis://:pw@host``) and ``Bearer``/``Basic`` credentials inside any text;
+- anything that looks like a phone number keeps only its last three digits
+  (``+********156``), in messages, fields, keys, nested values and tracebacks alike.
+
+Context: whatever is bound with :mod:`structlog.contextvars` is merged into every line (the
+inbox binds the conversation, partition and event ids while it handles an event, so the
+engine's, the plugins' and the provider client's lines carry them too). Bind context with
+``structlog.contextvars.bound_contextvars(...)``, which restores the previous values on exit.
 """
 
 from __future__ import annotations
@@ -16,14 +29,49 @@ from typing import Any
 
 import structlog
 
+__all__ = [
+    "REDACTED",
+    "add_secret",
+    "configure",
+    "forget_secrets",
+    "mask_text",
+    "redact",
+    "scrub",
+]
+
 _SECRET_KEYS = re.compile(
     r"(authorization|secret|token|signature|password|passwd|api_?key|credential|cookie)", re.I
 )
-# A run of 8 to 15 digits, optionally with a leading + (E.164 and national forms).
-# Not followed by ".<digit>" or "-<digit>": timestamps (1795710785.245) and Redis stream ids
-# (1795710785242-0) are not phone numbers.
-_PHONE = re.compile(r"(?<![\w.])(\+?)(\d{5,12})(\d{3})(?!\w|[.-]\d)")
+# A run of 8 to 15 digits, optionally after a + (or its URL encoding %2B): E.164 and national
+# forms. Not followed by ".<digit>" or "-<digit>": timestamps (1795710785.245) and Redis stream
+# ids (1795710785242-0) are not phone numbers.
+_PHONE = re.compile(r"((?<![\w.])\+?|%2[Bb])(\d{5,12})(\d{3})(?!\w|[.-]\d)")
+# Credentials inside free text: a URL's ?token=... (and friends), an Authorization value.
+_QUERY_SECRET = re.compile(
+    r"([?&;](?:token|secret|signature|sig|password|api_?key|access_token)=)[^&\s\"'#]+", re.I
+)
+_AUTH_VALUE = re.compile(r"\b(Bearer|Basic|HMAC) +[A-Za-z0-9._~+/=:-]{6,}")
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.I)
 REDACTED = "[redacted]"
+
+_FORMATTER_KEYS = frozenset({"_record", "_from_structlog"})
+"""The standard library formatter's own entries (removed before rendering)."""
+_MIN_SECRET = 6
+"""Shorter values are not scrubbed as secrets (they would match ordinary words)."""
+_secrets: set[str] = set()
+
+
+def add_secret(*values: str | None) -> None:
+    """Never log these values: every occurrence in any rendered line becomes
+    ``[redacted]`` (values shorter than 6 characters are ignored)."""
+    for value in values:
+        if value and len(value) >= _MIN_SECRET:
+            _secrets.add(value)
+
+
+def forget_secrets() -> None:
+    """Forget the values given to :func:`add_secret` (for tests)."""
+    _secrets.clear()
 
 
 def mask_text(text: str) -> str:
@@ -31,19 +79,41 @@ def mask_text(text: str) -> str:
     return _PHONE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
 
 
+def scrub(text: str) -> str:
+    """``text`` as it may be logged: known secrets, credentials in URLs and headers
+    removed, phone numbers masked."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return mask_text(text)
+
+
 def _clean(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return mask_text(value)
-    if depth > 4:
+        return scrub(value)
+    if value is None or isinstance(value, bool | int | float):
         return value
+    if isinstance(value, bytes | bytearray):
+        return scrub(bytes(value).decode("utf-8", "replace"))
+    if depth > 4:
+        return scrub(str(value))
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _clean(v, depth + 1))
+            (_clean(k, depth + 1) if isinstance(k, str) else k): (
+                REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _clean(v, depth + 1)
+            )
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple | set):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_clean(v, depth + 1) for v in value]
-    return value
+    # Anything else (a model, an exception, a path...) would be rendered with its repr,
+    # unredacted: render it here.
+    return scrub(str(value))
 
 
 def redact(
@@ -51,6 +121,8 @@ def redact(
 ) -> MutableMapping[str, Any]:
     """structlog processor: drop secrets, mask phone numbers."""
     for key in list(event_dict):
+        if key in _FORMATTER_KEYS:
+            continue
         if _SECRET_KEYS.search(key):
             event_dict[key] = REDACTED
         else:
@@ -59,7 +131,9 @@ def redact(
 
 
 def configure(level: str = "INFO", fmt: str = "console", stream: Any = None) -> None:
-    """Set up structlog and the standard library's logging (aiohttp's, httpx's) alike."""
+    """Set up structlog and the standard library's logging (aiohttp's, httpx's) alike:
+    ``fmt`` ``json`` (one object per line, for production) or ``console`` (readable lines,
+    for development)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO

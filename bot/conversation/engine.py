@@ -11,13 +11,16 @@ arguments), stops at the first handler whose filters match, and, if nothing rais
 the handler's effects (replies, session, timers) to the backend. It returns whether a
 handler ran: with ``False`` the caller falls back (a default reply, for example).
 Exceptions propagate, and then nothing of the event is applied: in the gateway the inbox
-retries the event and eventually dead-letters it.
+retries the event and eventually dead-letters it. Before one propagates, the engine's
+:attr:`Engine.on_error` hook (if set) is told which root router's handling raised: the
+gateway counts errors per router, that is per plugin (``compliance``, ``keywords``, plugin
+names), in its metrics.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,12 +30,16 @@ from bot.conversation.context import Backend, Clock, Context, Event, EventKind, 
 from bot.conversation.router import KINDS, HandlerSpec, Middleware, NextHandler, Router
 from bot.conversation.timers import TimeoutEvent
 
-__all__ = ["DEFAULT_SEGMENT_BUDGET", "Engine"]
+__all__ = ["DEFAULT_SEGMENT_BUDGET", "Engine", "ErrorHook"]
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_SEGMENT_BUDGET: Final = 3
 """Replies billed above this many SMS segments are logged as warnings."""
+
+ErrorHook = Callable[[str, Exception], None]
+"""``on_error(router_name, exc)``: a handler (or a filter, a middleware) of the root router
+``router_name`` raised ``exc`` while handling an event."""
 
 
 @dataclass
@@ -78,6 +85,8 @@ class Engine:
         segment_budget: Replies billed above this many SMS segments are logged as warnings
             and flagged (``Reply.over_budget``); ``None`` turns the check off.
         clock: The current time, for timers (tests pass a fake clock).
+        on_error: Told the root router's name and the exception when handling an event
+            raises (before the exception propagates); settable later as :attr:`on_error`.
     """
 
     def __init__(
@@ -86,6 +95,7 @@ class Engine:
         settings: Any = None,
         segment_budget: int | None = DEFAULT_SEGMENT_BUDGET,
         clock: Clock = utc_now,
+        on_error: ErrorHook | None = None,
     ) -> None:
         seen: set[int] = set()
         for router in routers:
@@ -105,6 +115,7 @@ class Engine:
         self.settings = settings
         self.segment_budget = segment_budget
         self.clock = clock
+        self.on_error = on_error
 
     def context(self, event: Event, backend: Backend) -> Context:
         """A fresh :class:`Context` for ``event`` over ``backend`` (what handlers get)."""
@@ -138,16 +149,30 @@ class Engine:
             return False
         run = _Run(ctx.kind)
         arguments = _arguments(ctx)
-        for router in self.routers:
-            await self._propagate(router, ctx, arguments, (), run)
-            if run.chosen is not None:
-                break
-        ctx._commit()
+        current = self.routers[0] if self.routers else None
+        try:
+            for router in self.routers:
+                current = router
+                await self._propagate(router, ctx, arguments, (), run)
+                if run.chosen is not None:
+                    break
+            ctx._commit()
+        except Exception as exc:
+            self._report(current.name if current is not None else "engine", exc)
+            raise
         if run.chosen is None:
             log.debug("no handler", kind=ctx.kind, state=ctx.state)
         elif not run.called:
             log.debug("handler skipped by middleware", kind=ctx.kind, handler=run.chosen.qualname)
         return run.called
+
+    def _report(self, router: str, exc: Exception) -> None:
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(router, exc)
+        except Exception:  # an observer must not change what the event does
+            log.exception("engine on_error hook failed", router=router)
 
     async def _propagate(
         self,

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import structlog
 from aiohttp import web
@@ -37,6 +37,7 @@ from bot.gateway.forwarding import Forwarder
 from bot.gateway.handling import EventHandler, GatewayLimits, RecordingHandler
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.ingress import Ingress
+from bot.gateway.metrics import METRICS_PATH, GatewayMetrics
 from bot.gateway.quiet_hours import QuietHours
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.sender import Sender
@@ -46,6 +47,7 @@ from bot.gateway.timers import TimerPump
 from bot.gateway.webhook_auth import WebhookAuth
 from bot.gateway.webhooks import webhook_routes
 from bot.gateway.workers import WorkerRegistry
+from bot.logs import add_secret
 from bot.plugins import Plugin, PluginHost
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
@@ -122,6 +124,22 @@ class Gateway:
             config = demo_config() if self.demo_config else load_config(settings.config)
         self.config = config
         self.ttl_ms = round(settings.timeline_ttl * 1000)
+        # Never logged, wherever they would appear (a URL, an error message...).
+        add_secret(
+            *(
+                secret.get_secret_value() if secret else None
+                for secret in (
+                    settings.api_key,
+                    settings.api_secret,
+                    settings.webhook_secret,
+                    settings.api_token,
+                    settings.forward_secret,
+                )
+            ),
+            urlsplit(settings.redis_url).password if settings.redis_url else None,
+        )
+        # Read at scrape time; built first so the parts below can report to it.
+        self.metrics = GatewayMetrics(self)
 
         self.embedded_redis: RedisServer | None = None
         if settings.redis_url:
@@ -176,6 +194,8 @@ class Gateway:
                 available=plugins,
             )
             handler = self.bot.handler
+            self.bot.engine.on_error = self.metrics.handler_error
+            self.metrics.know_routers(router.name for router in self.bot.engine.routers)
         self.handler = handler or load_handler(settings.handler)
 
         key = settings.api_key.get_secret_value() if settings.api_key else SANDBOX_KEY
@@ -203,6 +223,7 @@ class Gateway:
             self.handler,
             limits=self.limits,
             max_deliveries=settings.max_deliveries,
+            on_handled=self.metrics.handled,
         )
         self.timers = TimerPump(self.store, self.registry, skew=self.skew)
         # Always running: sends deferred under an earlier configuration still get released.
@@ -307,6 +328,7 @@ class Gateway:
                 )
                 routes += list(loaded.plugin.routes(host))
         routes += web_routes(self)
+        routes.append(self.metrics.route())
         if self.serves_http:
             routes += webhook_routes(
                 self.ingress, self.webhook_auth, max_body=self.settings.max_body
@@ -428,6 +450,7 @@ def describe(gateway: Gateway) -> list[str]:
         f"  api:       {e.gateway}/api/ ({api_auth}); OpenAPI at {e.gateway}/api/openapi.json"
     )
     lines.append(f"  health:    {e.gateway}/healthz, {e.gateway}/readyz")
+    lines.append(f"  metrics:   {e.gateway}{METRICS_PATH}")
     if gateway.serves_http:
         if e.sandbox:
             lines.append(f"  simulator: {e.gateway}/simulator (a phone: talk to the bot)")

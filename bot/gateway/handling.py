@@ -87,6 +87,9 @@ class EventContext:
     session: Session
     limits: GatewayLimits = field(default_factory=GatewayLimits)
     replies: list[OutboundRequest] = field(default_factory=list)
+    """Every message queued for this event (deferred ones included)."""
+    deferred: list[OutboundRequest] = field(default_factory=list)
+    """The queued messages quiet hours held back (also in :attr:`replies`)."""
 
     @property
     def conversation(self) -> str:
@@ -125,6 +128,7 @@ class EventContext:
         self.record("outbound", outbox.outbound_entry(request))
         if deferral is not None:
             self.record("deferred", outbox.deferred_entry(request, deferral))
+            self.deferred.append(request)
         self.replies.append(request)
 
     def reply(self, text: str, **fields: Any) -> OutboundRequest:

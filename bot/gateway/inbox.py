@@ -36,14 +36,21 @@ the entries. So the Redis work is per batch (three round trips), not per event.
   partition goes on.
 - Redis unreachable: log, back off, start over from the take-over (an interrupted commit
   either happened entirely or not at all; the pending list tells which).
+
+Every log line emitted while an event is handled (the engine's, the plugins', the provider
+client's) carries the event's context through :mod:`structlog.contextvars`: ``partition``,
+``worker``, ``conversation`` (phone numbers masked), ``entry``, ``event_kind`` and the ids the
+event has (``event_id``, ``message_id``, ``gw_id``, ``timer``). The context is reset before
+and after each event, so nothing a handler binds leaks into the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,14 +60,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.aio import cancel_and_wait
 from bot.gateway import dlq
 from bot.gateway.crashpoints import crash_point
-from bot.gateway.events import InboxEvent
+from bot.gateway.events import GW_ID, InboxEvent
 from bot.gateway.handling import EventContext, EventHandler, GatewayLimits, Session
 from bot.gateway.keys import INBOX_GROUP, PartitionKeys
 from bot.gateway.store import Batch, CommitConflict, Store, text, text_map
 from bot.gateway.workers import WorkerRegistry
 from bot.logs import mask_text
+from bot.sinch.models import DeliveryReceipt, DeliveryStatus, InboundMessage
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +136,33 @@ _OUTAGE = (RedisConnectionError, RedisTimeoutError)
 """Errors that mean "Redis is not reachable right now", not "this entry is bad"."""
 
 
+def event_kind(event: InboxEvent) -> str:
+    """``message``, ``opt_out``, ``receipt``, ``timer``, ``timeout`` or ``command`` (for logs
+    and metrics)."""
+    inner = event.event
+    return "receipt" if isinstance(inner, DeliveryReceipt) else inner.kind
+
+
+def log_context(event: InboxEvent) -> dict[str, Any]:
+    """What every log line of ``event``'s handling carries (besides the partition)."""
+    values: dict[str, Any] = {
+        "conversation": mask_text(event.conversation),
+        "entry": event.entry_id,
+        "event_kind": event_kind(event),
+    }
+    inner = event.event
+    if isinstance(inner, InboundMessage | DeliveryReceipt):
+        values["event_id"] = inner.event_id
+        if inner.message_id:
+            values["message_id"] = inner.message_id
+        gw_id = inner.metadata.get(GW_ID)
+        if gw_id:
+            values["gw_id"] = gw_id
+    else:
+        values["timer"] = inner.id
+    return values
+
+
 def failure_field(entry_id: str) -> str:
     """Field of an inbox entry in its partition's failures hash (handler failures so far)."""
     return FAILURE_PREFIX + entry_id
@@ -156,6 +192,14 @@ class InboxStats:
     """Times a partition task backed off and started over (Redis unreachable, mostly)."""
     batch_sizes: Counter[int] = field(default_factory=Counter)
     """Committed batches by number of entries acknowledged."""
+    kinds: Counter[str] = field(default_factory=Counter)
+    """Events handled and committed, by :func:`event_kind`."""
+    receipts: Counter[str] = field(default_factory=Counter)
+    """Delivery receipts handled and committed, by status (``other`` for an unknown one)."""
+    queued: int = 0
+    """Messages the handlers queued (committed), deferred ones included."""
+    deferred: int = 0
+    """Messages the handlers queued that quiet hours held back (committed)."""
 
 
 @dataclass
@@ -182,6 +226,9 @@ class _Run:
     sessions: dict[str, Session]
     failed_at: int | None = None
     error: Exception | None = None
+    queued: int = 0
+    """Messages the handlers queued (deferred ones included)."""
+    deferred: int = 0
 
 
 def _pairs(flat: Sequence[Any]) -> Fields:
@@ -207,6 +254,9 @@ class InboxConsumer:
         drain_timeout: seconds a partition may take to finish its batch when it is released
             or the consumer stops; then it is cancelled (its entries stay pending for the
             next owner).
+        handler_timeout: seconds one handler call may take (then it counts as a failure).
+        on_handled: told the :func:`event_kind` and the seconds of every handler call
+            (failed ones and calls repeated after a conflict included), for metrics.
     """
 
     def __init__(
@@ -223,6 +273,7 @@ class InboxConsumer:
         retry_delay_max: float = 10.0,
         drain_timeout: float = 30.0,
         handler_timeout: float = 30.0,
+        on_handled: Callable[[str, float], None] | None = None,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -240,6 +291,7 @@ class InboxConsumer:
         self.retry_delay_max = max(retry_delay, retry_delay_max)
         self.drain_timeout = drain_timeout
         self.handler_timeout = handler_timeout
+        self.on_handled = on_handled
         self.stats = InboxStats()
         self._parts: dict[int, _Partition] = {}
         self._running = False
@@ -325,7 +377,9 @@ class _Partition:
         """The partition's commit count (see :data:`VERSION_FIELD`), read at the take-over."""
         self.dead_letters_written: set[str] = set()
         self.backoff = consumer.retry_delay
-        self.log = log.bind(partition=partition, worker=self.me)
+        self.context: dict[str, Any] = {"partition": partition, "worker": self.me}
+        """Bound to every log line of the partition's task."""
+        self.log = log.bind(**self.context)
 
     @property
     def running(self) -> bool:
@@ -348,8 +402,7 @@ class _Partition:
         """Stop at once; whatever is not committed stays pending for the next owner."""
         self.draining.set()
         if self.task is not None and not self.task.done():
-            self.task.cancel()
-            await asyncio.wait({self.task})
+            await cancel_and_wait(self.task)
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless asked to drain; returns whether we are draining."""
@@ -360,6 +413,9 @@ class _Partition:
     # ------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
+        # The task's own context (a copy of its creator's): start from a clean one.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**self.context)
         while not self.draining.is_set():
             try:
                 await self._ensure_group()
@@ -450,6 +506,18 @@ class _Partition:
 
     # ------------------------------------------------------------ batches
 
+    @contextlib.contextmanager
+    def _logging(self, event: InboxEvent) -> Iterator[None]:
+        """Bind ``event``'s context to every log line while it is handled; reset it after
+        (whatever the handler bound is dropped too)."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**self.context, **log_context(event))
+        try:
+            yield
+        finally:
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(**self.context)
+
     def _decode(self, entry_id: bytes | str, fields: Fields | None) -> _Item:
         item = _Item(text(entry_id), fields or {})
         if item.gone:
@@ -491,18 +559,29 @@ class _Partition:
             if session is None:
                 session = Session.from_hash(conversation, raws.get(conversation) or {})
             ctx = EventContext(event, self.keys, run.batch, session, consumer.limits)
+            started = time.perf_counter()
             try:
                 # A hung handler must not stall its partition: a timeout is a failure of
                 # this entry (retried, then dead-lettered).
-                async with asyncio.timeout(consumer.handler_timeout):
-                    await consumer.handler.handle(ctx)
+                with self._logging(event):
+                    async with asyncio.timeout(consumer.handler_timeout):
+                        await consumer.handler.handle(ctx)
             except _OUTAGE:
                 raise  # Redis trouble inside the handler: not this entry's fault
             except Exception as exc:
+                self._observe(event, started)
                 run.failed_at, run.error = index, exc
                 return run
+            self._observe(event, started)
             run.sessions[conversation] = ctx.session
+            run.queued += len(ctx.replies)
+            run.deferred += len(ctx.deferred)
         return run
+
+    def _observe(self, event: InboxEvent, started: float) -> None:
+        observer = self.consumer.on_handled
+        if observer is not None:
+            observer(event_kind(event), time.perf_counter() - started)
 
     async def _process(self, items: list[_Item]) -> list[_Item]:
         """Handle and commit ``items`` (or the part before a failing entry); returns the
@@ -565,7 +644,7 @@ class _Partition:
                 continue
             self.version += 1
             break
-        self._committed(items[:end], done)
+        self._committed(items[:end], done, run)
         if failure is None:
             return []
         index, error = failure
@@ -587,11 +666,21 @@ class _Partition:
             return []  # draining: the entry stays pending for whoever owns the partition next
         return items[index:]
 
-    def _committed(self, handled: Sequence[_Item], done: Sequence[str]) -> None:
+    def _committed(self, handled: Sequence[_Item], done: Sequence[str], run: _Run) -> None:
         stats = self.stats
         stats.processed += sum(1 for i in handled if i.event is not None)
         stats.batches += 1
         stats.batch_sizes[len(done)] += 1
+        stats.queued += run.queued
+        stats.deferred += run.deferred
+        for item in handled:
+            if item.event is None:
+                continue
+            stats.kinds[event_kind(item.event)] += 1
+            inner = item.event.event
+            if isinstance(inner, DeliveryReceipt):
+                status = inner.status
+                stats.receipts[status.value if isinstance(status, DeliveryStatus) else "other"] += 1
         for entry_id in done:
             self.failures.pop(entry_id, None)
             self.dead_letters_written.discard(entry_id)

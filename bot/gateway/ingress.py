@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from bot.gateway.keys import PartitionKeys, conversation_key, handset_of, partit
 from bot.gateway.store import Store, text
 from bot.sinch.models import DeliveryReceipt, InboundMessage
 
-__all__ = ["Admission", "Event", "Ingress", "route"]
+__all__ = ["Admission", "Event", "Ingress", "event_kind", "route"]
 
 Event = InboundMessage | DeliveryReceipt
 
@@ -57,7 +58,7 @@ def route(event: Event, partitions: int) -> tuple[str, int]:
     * receipt echoing our ``gw_conv`` metadata: that conversation, partition of its handset;
     * other receipts: ``conversation_key(sender, recipient)``, partition of the recipient;
     * a receipt with neither a recipient nor ``gw_conv``: ``unknown:<message_id>``,
-      partition of the message id.
+      partition of the key's last part (the message id, or its end after a ``:``).
 
     In every case the partition is ``partition_of(handset_of(conversation), partitions)``.
     """
@@ -79,9 +80,15 @@ def route(event: Event, partitions: int) -> tuple[str, int]:
             handset = event.recipient
             conversation = conversation_key(event.sender, handset)
         else:
-            handset = event.message_id
             conversation = f"{UNKNOWN_PREFIX}:{event.message_id}"
+            # Whatever the id holds (even ":"), the partition follows the key's last part.
+            handset = handset_of(conversation)
     return conversation, partition_of(handset, partitions)
+
+
+def event_kind(event: Event) -> str:
+    """``message``, ``opt_out`` or ``receipt`` (for logs and metrics)."""
+    return "receipt" if isinstance(event, DeliveryReceipt) else event.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,9 @@ class Ingress:
         self.dedupe_ttl = dedupe_ttl
         self._ttl_ms = max(1, round(dedupe_ttl * 1000))
         self._script: Any = store.redis.register_script(_ACCEPT)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        """Events admitted by (:func:`event_kind`, ``accepted`` or ``duplicate``), for
+        metrics."""
         self._pending: list[tuple[Event, asyncio.Future[Admission]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -213,10 +223,13 @@ class Ingress:
             todo = missing
         else:
             raise NoScriptError("the ingress script could not be loaded")
-        return [
+        admissions = [
             Admission(conversation, partition, text(result) if result else None)
             for (conversation, partition, _keys, _args), result in zip(calls, results, strict=True)
         ]
+        for event, admission in zip(events, admissions, strict=True):
+            self.counts[event_kind(event), "accepted" if admission.stored else "duplicate"] += 1
+        return admissions
 
     async def accept_many(self, events: Sequence[Event]) -> list[bool]:
         """:meth:`accept` for several events in one round trip; one bool per event."""

@@ -55,6 +55,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from bot.aio import cancel_and_wait
 from bot.gateway import records, suppression, timeline
 from bot.gateway.crashpoints import crash_point
 from bot.gateway.dlq import DeadLetter, dead_letter
@@ -394,8 +395,7 @@ class Sender:
     async def _cancel(task: asyncio.Task[None] | None) -> None:
         if task is None:
             return
-        task.cancel()
-        await asyncio.wait({task})
+        await cancel_and_wait(task)
 
     def build(self, request: OutboundRequest) -> ProviderModel:
         """The validated provider model of ``request`` (``ValueError`` when the provider
@@ -584,24 +584,28 @@ class Sender:
         interrupted = True
         self._wire_partitions = {item.partition for item in items}
         self._wire_done.clear()
-        try:
-            await self._screen(state)
-            if state.work:
-                # The marker only matters until another worker takes over after a crash. It
-                # is written inside the ``try`` so that a stop cancelling this very write
-                # still clears it in ``_finish`` (the command may have reached Redis).
-                await self.redis.set(
-                    self._inflight_key, json.dumps(_gw_ids(state.work[0])), px=_MARKER_TTL_MS
-                )
-                await self._work(state)
-            interrupted = False
-        finally:
+        # Every line logged for this batch (the client's too) says which partitions it is of.
+        with structlog.contextvars.bound_contextvars(
+            partitions=sorted(self._wire_partitions), batch=len(items)
+        ):
             try:
-                if not self._aborted:
-                    await self._finish(state, interrupted=interrupted)
+                await self._screen(state)
+                if state.work:
+                    # The marker only matters until another worker takes over after a crash. It
+                    # is written inside the ``try`` so that a stop cancelling this very write
+                    # still clears it in ``_finish`` (the command may have reached Redis).
+                    await self.redis.set(
+                        self._inflight_key, json.dumps(_gw_ids(state.work[0])), px=_MARKER_TTL_MS
+                    )
+                    await self._work(state)
+                interrupted = False
             finally:
-                self._wire_partitions = set()
-                self._wire_done.set()
+                try:
+                    if not self._aborted:
+                        await self._finish(state, interrupted=interrupted)
+                finally:
+                    self._wire_partitions = set()
+                    self._wire_done.set()
         return state.pause
 
     async def _screen(self, state: _BatchState) -> None:

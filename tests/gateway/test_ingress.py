@@ -136,6 +136,14 @@ def test_partition_always_follows_the_conversations_handset(
     assert partition == partition_of(handset_of(conversation), partitions)
 
 
+def test_an_unknown_receipts_id_with_a_colon_still_lands_with_its_key() -> None:
+    # Found by hypothesis: "unknown:<id>" with ":" in the id.
+    event = receipt("r", recipient=None, sender=None, metadata={}, message_id="a:b")
+    conversation, partition = route(event, 16)
+    assert conversation == "unknown:a:b"
+    assert partition == partition_of(handset_of(conversation), 16)
+
+
 # ------------------------------------------------------------------ accept (real Redis)
 
 
