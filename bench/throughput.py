@@ -160,6 +160,12 @@ async def main() -> None:
     parser.add_argument(
         "--gateways", type=int, default=1, help="`sinchbot serve` processes sharing one Redis"
     )
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="answer with the conversation engine (compliance check, then the fallback reply)"
+        " instead of the bare `ack` handler",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sinchbot-bench-"))
@@ -181,13 +187,18 @@ async def main() -> None:
         "SINCHBOT_API_SECRET": "sandbox-secret",
         "SINCHBOT_WEBHOOK_SECRET": SECRET,
         "SINCHBOT_API_TOKEN": "bench",
-        "SINCHBOT_HANDLER": "tests.gateway.burst_handler:Ack",
         "SINCHBOT_THROTTLE_CALLS": "100000",
         "SINCHBOT_THROTTLE_PERIOD": "1",
         "SINCHBOT_PARTITIONS": str(args.partitions),
         "SINCHBOT_LOG_LEVEL": "WARNING",
         "SINCHBOT_DATA_DIR": str(work / "data"),
     }
+    if args.engine:
+        config = work / "bot.toml"
+        config.write_text('fallback = "ack {text}"\n')
+        env.update(SINCHBOT_CONFIG=str(config), SINCHBOT_PLUGINS="none")
+    else:
+        env["SINCHBOT_HANDLER"] = "tests.gateway.burst_handler:Ack"
     gateways = [
         subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"],
@@ -219,6 +230,7 @@ async def main() -> None:
             "conversations": args.conversations,
             "concurrency": args.concurrency,
             "gateway_processes": args.gateways,
+            "handler": "engine (compliance, fallback)" if args.engine else "ack",
             "webhooks": summary(seconds, latencies),
             "end_to_end_replies_per_second": round(args.messages / end_to_end),
             "provider_calls": len(sizes),
