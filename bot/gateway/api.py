@@ -36,8 +36,9 @@ import contextlib
 import hmac
 import json
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -189,6 +190,7 @@ class ApiDeps:
             deferred until the window ends (status ``deferred``, ``deferred_until``);
             ``None``: never deferred.
         clock: the current time (aware) quiet hours are judged at.
+        sends: counts of the messages queued through the API (shared with the metrics).
     """
 
     store: Store
@@ -205,6 +207,8 @@ class ApiDeps:
     ready_timeout: float = 1.0
     quiet_hours: QuietHours | None = None
     clock: Callable[[], datetime] = utc_now
+    sends: Counter[str] = field(default_factory=Counter)
+    """Messages this API queued, by outcome (``queued``, ``deferred``), for metrics."""
 
 
 class ApiError(Exception):
@@ -328,6 +332,8 @@ class Api:
                 503,
                 {"Retry-After": str(RETRY_AFTER)},
             )
+        self.deps.sends["queued"] += len(requests) - len(deferred)
+        self.deps.sends["deferred"] += len(deferred)
         log.info(
             "api: messages queued",
             count=len(requests),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,6 +125,8 @@ class Gateway:
             config = demo_config() if self.demo_config else load_config(settings.config)
         self.config = config
         self.ttl_ms = round(settings.timeline_ttl * 1000)
+        self.api_sends: Counter[str] = Counter()
+        """Messages queued through the management API, by outcome (for metrics)."""
         # Never logged, wherever they would appear (a URL, an error message...).
         add_secret(
             *(
@@ -310,6 +313,7 @@ class Gateway:
             throttle=self.throttle,
             quiet_hours=self.quiet_hours,
             clock=self.clock,
+            sends=self.api_sends,
         )
         routes = api_routes(deps)
         if self.bot is not None:

@@ -265,14 +265,14 @@ class _Collector(Collector):
         )
         yield _labelled(
             "sinchbot_outbound_messages",
-            "Outbound messages by outcome: queued and deferred (queued by handlers; deferred: "
-            "held back by quiet hours; API sends are not included), released (deferred sends "
+            "Outbound messages by outcome: queued and deferred (by handlers and the API; "
+            "deferred: held back by quiet hours), released (deferred sends "
             "moved to the outbox), sent (accepted by the provider), failed, suppressed "
             "(recipient opted out), dead_lettered.",
             "outcome",
             {
-                "queued": inbox.queued - inbox.deferred,
-                "deferred": inbox.deferred,
+                "queued": inbox.queued - inbox.deferred + gateway.api_sends["queued"],
+                "deferred": inbox.deferred + gateway.api_sends["deferred"],
                 "released": gateway.deferred.released,
                 "sent": sender.messages_sent,
                 "failed": sender.failed,

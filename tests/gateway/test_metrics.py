@@ -128,6 +128,14 @@ async def test_a_conversation_shows_in_the_metrics(redis_server: RedisServer) ->
         assert value(seen, "sinchbot_send_batch_size_count") == 1
         assert value(seen, "sinchbot_send_batch_size_sum") == 1
         assert value(seen, "sinchbot_send_batch_size_bucket", le="1.0") == 1
+
+        # Sends through the management API count as queued too.
+        status, _ = await bot.api(
+            "POST", "/api/messages", json={"to": ["+61491570158", "+61491570159"], "content": "hi"}
+        )
+        assert status == 202
+        after = await scrape(bot)
+        assert value(after, "sinchbot_outbound_messages_total", outcome="queued") == 3
         assert value(seen, "sinchbot_handler_seconds_count", kind="message") == 1
         assert value(seen, "sinchbot_handler_seconds_count", kind="receipt") >= 1
         assert value(seen, "sinchbot_handler_seconds_sum", kind="message") > 0
