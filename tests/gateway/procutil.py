@@ -299,6 +299,22 @@ class GatewayProcess:
         """Log records whose message is ``event``."""
         return [r for r in self.logs(run) if r.get("event") == event]
 
+    def story(self, limit: int = 60) -> str:
+        """The log without the per-webhook lines, one line per record (for a failure
+        message: what the process went through)."""
+        noise = {"webhook accepted", "webhook duplicate"}
+        lines = [
+            f"{r.get('timestamp', '')[11:23]} {r.get('level', '')} {r.get('event')} "
+            + " ".join(
+                f"{k}={v}"
+                for k, v in r.items()
+                if k not in ("timestamp", "level", "event", "logger")
+            )[:300]
+            for r in self.logs()
+            if r.get("event") not in noise
+        ]
+        return "\n".join(lines[-limit:])
+
 
 # ---------------------------------------------------------------------- provider side
 

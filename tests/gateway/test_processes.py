@@ -467,7 +467,15 @@ async def test_row4_redis_killed_and_restarted_nothing_acknowledged_is_lost(
 
             await eventually(retried, timeout=20, interval=0.2, what="the retries accepted")
             assert set(await post_all(after)) == {200}
-            await eventually(lambda: all_answered(sb, everything), timeout=30, what="every reply")
+            try:
+                await eventually(
+                    lambda: all_answered(sb, everything), timeout=30, what="every reply"
+                )
+            except AssertionError as exc:
+                missing = {n: t for n, t in everything.items() if not all_answered(sb, {n: t})}
+                raise AssertionError(
+                    f"{exc}; unanswered handsets {sorted(missing)}; gateway log:\n{g.story()}"
+                ) from None
             recovered = time.monotonic() - down
             async with Redis.from_url(own_redis.url) as rc:
                 await settle(rc, sb)
