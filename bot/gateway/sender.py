@@ -336,6 +336,10 @@ class Sender:
         self._synced: set[int] = set()
         self._wire_partitions: set[int] = set()
         self._wire_done = asyncio.Event()
+        # Partitions of the XREADGROUP under way: a release waits for it, or the read could
+        # hand this worker entries the next owner never sees (out of order, after its own).
+        self._reading: set[int] = set()
+        self._read_done = asyncio.Event()
         self._wire_done.set()
         self._inflight_key = inflight(worker_id)
         self._delete_idle_consumer: Any = self.redis.register_script(_DELETE_IDLE_CONSUMER)
@@ -510,21 +514,27 @@ class Sender:
                     await asyncio.sleep(self.block)
                 return
             count = max(1, min(_PAGE, room // len(streams)))
-            reply = await self.redis.xreadgroup(
-                OUTBOX_GROUP,
-                self.worker_id,
-                streams=dict.fromkeys(streams, ">"),
-                count=count,
-                block=int(self.block * 1000) if block and round_ == 0 else None,
-            )
-            entries: list[tuple[int, str, dict[str, str]]] = []
-            full = False
-            for stream, items in _stream_entries(reply):
-                partition = self._streams[stream]
-                entries.extend((partition, entry_id, fields) for entry_id, fields in items)
-                full = full or len(items) >= count
-            if entries:
-                await self._accept(entries)
+            self._reading = {self._streams[stream] for stream in streams}
+            self._read_done.clear()
+            try:
+                reply = await self.redis.xreadgroup(
+                    OUTBOX_GROUP,
+                    self.worker_id,
+                    streams=dict.fromkeys(streams, ">"),
+                    count=count,
+                    block=int(self.block * 1000) if block and round_ == 0 else None,
+                )
+                entries: list[tuple[int, str, dict[str, str]]] = []
+                full = False
+                for stream, items in _stream_entries(reply):
+                    partition = self._streams[stream]
+                    entries.extend((partition, entry_id, fields) for entry_id, fields in items)
+                    full = full or len(items) >= count
+                if entries:
+                    await self._accept(entries)
+            finally:
+                self._reading = set()
+                self._read_done.set()
             if not full or len(self._buffer) >= self.batch_size:
                 return
 
@@ -1011,10 +1021,15 @@ class Sender:
         """Registry listener: nothing to do now; the loop takes the partition over."""
 
     async def partition_released(self, partition: int) -> None:
-        """Registry listener: the lease is handed over once this returns. Forget the
-        partition's buffered entries (they stay pending for the next owner) and wait until
-        no call of ours carries its messages: otherwise the next owner would take over
-        entries that are on the wire and send them again."""
+        """Registry listener: the lease is handed over once this returns. Wait for a read of
+        the partition under way, forget the partition's buffered entries (they stay pending
+        for the next owner) and wait until no call of ours carries its messages: otherwise
+        the next owner would take over entries that are on the wire and send them again,
+        or never see entries our read took after the hand-over (and send later ones first)."""
+        # A read under way may still deliver this partition's entries to us: let it land,
+        # then forget them with the rest (they stay pending, and the next owner claims them).
+        while partition in self._reading:
+            await self._read_done.wait()
         self._forget(partition)
         while partition in self._wire_partitions:
             await self._wire_done.wait()
