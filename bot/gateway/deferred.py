@@ -26,17 +26,15 @@ which still enforces opt-outs at that point.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
 
-from bot.aio import cancel_and_wait
 from bot.gateway import records
 from bot.gateway.keys import PartitionKeys
-from bot.gateway.store import RANK_ERROR, Store, text
+from bot.gateway.pump import Pump
+from bot.gateway.store import RANK_ERROR, Store
 from bot.gateway.workers import WorkerRegistry
 
 __all__ = ["DEFERRED", "RELEASE_LIMIT", "DeferredPump"]
@@ -92,22 +90,12 @@ return {released, nows, nxt[2] or '', unreadable}
 """
 
 
-class DeferredPump:
+class DeferredPump(Pump):
     """Moves due deferred sends of the partitions this worker owns into their outbox
-    streams (see the module documentation).
+    streams (see the module documentation; arguments as for
+    :class:`~bot.gateway.pump.Pump`: a send is released at most ``poll`` late)."""
 
-    Args:
-        store: the gateway's Redis.
-        registry: whose :attr:`~bot.gateway.workers.WorkerRegistry.owned` partitions to
-            serve; the script checks the lease, so a worker that lost a partition releases
-            nothing of it.
-        poll: longest sleep between ticks (seconds): a send is released at most this late
-            after its window ends (and a newly acquired partition's due sends at most this
-            late).
-        retry_delay_max: longest backoff while Redis is unreachable.
-        skew: seconds the engine's clock runs ahead of Redis's (the testing kit moves its
-            clock forward; release times are by the engine's clock). Default: none.
-    """
+    name = "deferred pump"
 
     def __init__(
         self,
@@ -118,51 +106,20 @@ class DeferredPump:
         retry_delay_max: float = 5.0,
         skew: Callable[[], float] | None = None,
     ) -> None:
-        if not poll > 0:
-            raise ValueError("poll must be positive")
-        self.store = store
-        self.registry = registry
-        self.poll = poll
-        self.retry_delay_max = max(poll, retry_delay_max)
-        self.skew = skew
+        super().__init__(store, registry, poll=poll, retry_delay_max=retry_delay_max, skew=skew)
         self.released = 0
         """Deferred sends moved into an outbox by this pump so far."""
         self.unreadable = 0
         """Deferred entries dropped because their stored fields could not be read (their
         records are marked ``failed``)."""
         self._script: Any = store.redis.register_script(_RELEASE)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    async def start(self) -> None:
-        """Start the pump loop (idempotent)."""
-        if self._task is not None:
-            return
-        self._stopping = False
-        self._task = asyncio.create_task(self._loop(), name="deferred-pump")
-
-    async def stop(self) -> None:
-        """Stop the loop. A tick in progress is one script call per partition: each either
-        moved its sends into the outbox or did nothing, so cancelling it loses nothing."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        await cancel_and_wait(task)
-
-    def wake(self) -> None:
-        """Tick now rather than at the end of the current sleep (e.g. after a release time
-        was moved earlier)."""
-        self._wake.set()
 
     async def tick(self) -> float:
         """Release the due sends of every owned partition once; the seconds until the next
         tick is needed (at most :attr:`poll`; 0 when a partition had more due sends than
         one call moves)."""
         wait = self.poll
-        skew_ms = round(self.skew() * 1000) if self.skew is not None else 0
+        skew_ms = self.skew_ms()
         for partition in sorted(self.registry.owned):
             keys = PartitionKeys(partition)
             released, now, due, unreadable = await self._script(
@@ -187,24 +144,5 @@ class DeferredPump:
                 log.error(
                     "unreadable deferred sends dropped", partition=partition, count=unreadable
                 )
-            if released + unreadable >= RELEASE_LIMIT:
-                wait = 0.0
-            elif text(due):
-                wait = min(wait, max(0.0, (float(text(due)) - float(text(now))) / 1000))
+            wait = 0.0 if released + unreadable >= RELEASE_LIMIT else self.next_wait(wait, now, due)
         return wait
-
-    async def _loop(self) -> None:
-        backoff = 0.0
-        while not self._stopping:
-            self._wake.clear()  # before the tick: a wake() during it ticks again at once
-            try:
-                wait = await self.tick()
-                backoff = 0.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis down, a script error...: log, back off, retry
-                backoff = min(max(backoff * 2, self.poll), self.retry_delay_max)
-                log.warning("deferred pump tick failed", error=str(exc), retry_in=backoff)
-                wait = backoff
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))

@@ -15,16 +15,14 @@ conversation's other events, at least once, by whichever worker owns the partiti
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from bot.aio import cancel_and_wait
 from bot.gateway.keys import PartitionKeys
-from bot.gateway.store import Store, text
+from bot.gateway.pump import Pump
+from bot.gateway.store import Store
 from bot.gateway.workers import WorkerRegistry
 
 __all__ = ["FIRE_LIMIT", "TimerPump"]
@@ -60,20 +58,12 @@ return {fired, nows, nxt[2] or ''}
 """
 
 
-class TimerPump:
-    """Moves due timers of the partitions this worker owns into their inbox streams.
+class TimerPump(Pump):
+    """Moves due timers of the partitions this worker owns into their inbox streams
+    (arguments as for :class:`~bot.gateway.pump.Pump`; a newly scheduled timer fires at
+    most ``poll`` late)."""
 
-    Args:
-        store: the gateway's Redis.
-        registry: whose :attr:`~bot.gateway.workers.WorkerRegistry.owned` partitions to
-            serve; the script checks the lease, so a worker that lost a partition fires
-            nothing of it.
-        poll: longest sleep between ticks (seconds): a newly scheduled timer fires at most
-            this late, and a newly acquired partition's due timers at most this late.
-        retry_delay_max: longest backoff while Redis is unreachable.
-        skew: seconds the engine's clock runs ahead of Redis's (the testing kit moves its
-            clock forward; timers are due by the engine's clock). Default: none.
-    """
+    name = "timer pump"
 
     def __init__(
         self,
@@ -84,43 +74,17 @@ class TimerPump:
         retry_delay_max: float = 5.0,
         skew: Callable[[], float] | None = None,
     ) -> None:
-        if not poll > 0:
-            raise ValueError("poll must be positive")
-        self.store = store
-        self.registry = registry
-        self.poll = poll
-        self.retry_delay_max = max(poll, retry_delay_max)
-        self.skew = skew
+        super().__init__(store, registry, poll=poll, retry_delay_max=retry_delay_max, skew=skew)
         self.fired = 0
         """Timers moved into an inbox by this pump so far."""
         self._script: Any = store.redis.register_script(_FIRE)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    async def start(self) -> None:
-        """Start the pump loop (idempotent)."""
-        if self._task is not None:
-            return
-        self._stopping = False
-        self._task = asyncio.create_task(self._loop(), name="timer-pump")
-
-    async def stop(self) -> None:
-        """Stop the loop. A tick in progress is one script call: it either moved its timers
-        into the inbox or did nothing, so cancelling it loses nothing."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        await cancel_and_wait(task)
 
     async def tick(self) -> float:
         """Fire the due timers of every owned partition once; the seconds until the next
         tick is needed (at most :attr:`poll`; 0 when a partition had more due timers than
         one call moves)."""
         wait = self.poll
-        skew_ms = round(self.skew() * 1000) if self.skew is not None else 0
+        skew_ms = self.skew_ms()
         for partition in sorted(self.registry.owned):
             keys = PartitionKeys(partition)
             fired, now, due = await self._script(
@@ -131,28 +95,5 @@ class TimerPump:
             if fired > 0:
                 self.fired += fired
                 log.info("timers fired", partition=partition, count=fired)
-            if fired >= FIRE_LIMIT:
-                wait = 0.0
-            elif text(due):
-                wait = min(wait, max(0.0, (float(text(due)) - float(text(now))) / 1000))
+            wait = 0.0 if fired >= FIRE_LIMIT else self.next_wait(wait, now, due)
         return wait
-
-    def wake(self) -> None:
-        """Tick now (the testing kit calls it after moving its clock)."""
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        backoff = 0.0
-        while not self._stopping:
-            try:
-                wait = await self.tick()
-                backoff = 0.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis down, a script error...: log, back off, retry
-                backoff = min(max(backoff * 2, self.poll), self.retry_delay_max)
-                log.warning("timer pump tick failed", error=str(exc), retry_in=backoff)
-                wait = backoff
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
