@@ -22,8 +22,9 @@ constant time). ``/healthz`` and ``/readyz`` are open, for load balancers and or
 ``GET /api/openapi.json``
     the OpenAPI 3.1 document of this API, the webhooks and the forwarded events.
 ``GET /healthz``, ``GET /readyz``
-    liveness (200 while the process runs) and readiness (503 while Redis does not answer
-    or the process is not ready).
+    liveness (200 while the process can recover by itself; 503 with the reason once it
+    cannot, e.g. its embedded Redis is dead and cannot be restarted) and readiness (503
+    while Redis does not answer or the process is not ready).
 
 Errors are short JSON objects ``{"error": "..."}``: bad input is always a 4xx and writes
 nothing; Redis unavailable is a 503 with ``Retry-After``.
@@ -182,6 +183,8 @@ class ApiDeps:
         client: the provider client, for sender ids and message status (``None``: those
             answer 503).
         ready: extra readiness check (workers started...), besides Redis answering.
+        live: liveness check: why the process cannot recover by itself, or ``None`` while
+            it can (``/healthz`` answers 503 with that reason).
         throttle: the shared provider throttle; provider calls made by the API take a call
             from it when one is free, and are refused rather than queued when none is.
         provider_timeout: seconds a provider call may take before the API gives up.
@@ -202,6 +205,7 @@ class ApiDeps:
     api_token: str | None
     client: SinchClient | None = None
     ready: Callable[[], Awaitable[bool]] | None = None
+    live: Callable[[], str | None] | None = None
     throttle: Throttle | None = None
     provider_timeout: float = 10.0
     ready_timeout: float = 1.0
@@ -581,6 +585,9 @@ class Api:
         return _json(senders.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
+        reason = self.deps.live() if self.deps.live is not None else None
+        if reason is not None:
+            return _json({"status": "unavailable", "reason": reason}, 503)
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.StreamResponse:

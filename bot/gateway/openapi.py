@@ -341,8 +341,11 @@ def _api_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "health",
                 "tags": ["meta"],
-                "summary": "Liveness: 200 while the process runs",
-                "responses": {"200": _ok("Alive.", "Health")},
+                "summary": "Liveness: 200 while the process can recover by itself",
+                "responses": {
+                    "200": _ok("Alive.", "Health"),
+                    "503": _ok("Cannot recover by itself: restart the process.", "Unavailable"),
+                },
             }
         },
         "/readyz": {
