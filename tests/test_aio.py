@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.aio import cancel_and_wait
+from bot.core.aio import cancel_and_wait
 
 
 async def test_a_swallowed_cancellation_is_repeated_until_the_task_stops() -> None:

@@ -1,4 +1,4 @@
-"""Tests for bot.sms: encoding detection, segment counting and phone numbers."""
+"""Tests for bot.core.sms: encoding detection, segment counting and phone numbers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import smsutil
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.sms import (
+from bot.core.sms import (
     Encoding,
     InvalidPhoneNumber,
     SegmentInfo,

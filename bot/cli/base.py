@@ -16,12 +16,12 @@ from typing import Any, NoReturn
 from pydantic import BaseModel
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.core.sms import normalise_phone, segments
 from bot.sinch.client import SinchClient
 from bot.sinch.errors import (
     SinchTimeoutError,
 )
 from bot.sinch.models import ProviderMessage
-from bot.sms import normalise_phone, segments
 
 PROG = "sinchbot"
 EXIT_OK = 0

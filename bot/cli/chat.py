@@ -30,7 +30,7 @@ import httpx
 
 from bot.cli.base import EXIT_OK, UsageError, command, positive_float, preview
 from bot.config import Settings, load_settings
-from bot.sms import normalise_phone
+from bot.core.sms import normalise_phone
 
 __all__ = ["DEFAULT_HANDSET", "Choice", "HandsetChat", "render"]
 

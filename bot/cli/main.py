@@ -46,13 +46,13 @@ from bot.cli.services import (
     _add_serve,
 )
 from bot.config import ConfigError
+from bot.core.sms import InvalidPhoneNumber
 from bot.sinch.errors import (
     AuthenticationError,
     SinchAPIError,
     SinchError,
     SinchTransportError,
 )
-from bot.sms import InvalidPhoneNumber
 
 COMMANDS: list[Callable[[Any], None]] = [
     _add_serve,

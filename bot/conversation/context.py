@@ -32,6 +32,8 @@ import structlog
 
 from bot.conversation.states import StateLike, States
 from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
+from bot.core.clock import Clock, utc_now
+from bot.core.sms import SegmentInfo, segments
 from bot.gateway.events import OutboundRequest, prepare_rcs, prepare_sms
 from bot.gateway.keys import handset_of
 from bot.sinch.models import (
@@ -43,7 +45,6 @@ from bot.sinch.models import (
     RcsChoice,
     RcsMessage,
 )
-from bot.sms import SegmentInfo, segments
 
 __all__ = [
     "PROMPT_KEY",
@@ -68,16 +69,9 @@ the provider echoes it on the handset's reply and on receipts."""
 Event = InboundMessage | DeliveryReceipt | TimeoutEvent | TimerEvent
 """Everything the engine dispatches."""
 EventKind = Literal["message", "receipt", "timeout", "timer"]
-Clock = Callable[[], datetime]
-"""Returns the current time, timezone-aware."""
 Write = Callable[[Any], None]
 """A storage write a handler asks for (:meth:`Context.on_commit`); the gateway calls it
 with the event's :class:`~bot.gateway.handling.EventContext`."""
-
-
-def utc_now() -> datetime:
-    """The default :data:`Clock`."""
-    return datetime.now(UTC)
 
 
 def kind_of(event: Event) -> EventKind:

@@ -45,6 +45,7 @@ from phonenumbers import timezone as phone_timezones
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.config import ConfigError
+from bot.core.clock import utc_now
 
 __all__ = [
     "EXEMPT_ORIGINS",
@@ -67,11 +68,6 @@ _UNKNOWN_ZONE: Final = "Etc/Unknown"
 _MAX_STEPS: Final = 16
 """Rounds of "push past the window of every zone still quiet" before giving up: a window
 so long that the zones of a number share no allowed time would never converge."""
-
-
-def utc_now() -> datetime:
-    """The current time, aware, in UTC (the default clock of the policy's callers)."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

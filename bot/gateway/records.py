@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bot.core.sms import segments
 from bot.gateway.events import OutboundRequest
 from bot.gateway.keys import PartitionKeys
 from bot.gateway.store import (
@@ -25,7 +26,6 @@ from bot.gateway.store import (
     text_map,
 )
 from bot.sinch.models import DeliveryReceipt, DeliveryStatus
-from bot.sms import segments
 
 QUEUED = "queued"
 SENT = "sent"

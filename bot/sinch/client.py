@@ -260,7 +260,7 @@ class SinchClient:
         return sent
 
     def _recipients(self, to: str | Iterable[str]) -> list[str]:
-        from bot.sms import normalise_phone
+        from bot.core.sms import normalise_phone
 
         recipients = split_recipients(to)
         if not recipients:

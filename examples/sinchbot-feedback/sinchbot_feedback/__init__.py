@@ -38,11 +38,11 @@ from bot.conversation import (
     States,
     Status,
 )
+from bot.core.sms import InvalidPhoneNumber, normalise_phone
 from bot.gateway.api import ApiError
 from bot.gateway.handling import EventContext
 from bot.gateway.keys import PREFIX, PartitionKeys
 from bot.plugins import Plugin, PluginHost
-from bot.sms import InvalidPhoneNumber, normalise_phone
 
 __all__ = ["Settings", "Survey", "plugin", "router"]
 

@@ -1,0 +1,213 @@
+"""SMS text and phone-number utilities.
+
+* :func:`segments` tells which encoding a message body needs (GSM-7 or UCS-2) and how many
+  SMS segments it is billed as. The GSM 03.38 character table and the part splitting come from
+  :mod:`smsutil`; this module only adds the corrections listed in :func:`segments`.
+* :func:`normalise_phone` turns what a person types into an E.164 number, :func:`is_e164`
+  checks the provider's own address rule and :func:`mask_phone` hides a number for logs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import phonenumbers
+import smsutil
+
+__all__ = [
+    "GSM7_MULTI_SEGMENT",
+    "GSM7_SINGLE_SEGMENT",
+    "UCS2_MULTI_SEGMENT",
+    "UCS2_SINGLE_SEGMENT",
+    "Encoding",
+    "InvalidPhoneNumber",
+    "SegmentInfo",
+    "is_e164",
+    "is_gsm7",
+    "mask_phone",
+    "normalise_phone",
+    "segments",
+]
+
+GSM7_SINGLE_SEGMENT: Final = 160
+"""Septets in a GSM-7 message that fits in one SMS."""
+GSM7_MULTI_SEGMENT: Final = 153
+"""Septets per segment of a concatenated GSM-7 message (7 septets go to the UDH)."""
+UCS2_SINGLE_SEGMENT: Final = 70
+"""UTF-16 code units in a UCS-2 message that fits in one SMS."""
+UCS2_MULTI_SEGMENT: Final = 67
+"""UTF-16 code units per segment of a concatenated UCS-2 message."""
+
+_ESCAPE: Final = "\x1b"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_E164: Final = re.compile(r"\+[0-9]{8,15}")
+_PHONE_CHARS: Final = frozenset(" \t-.()/+")
+
+
+class Encoding(StrEnum):
+    """The data coding an SMS body needs."""
+
+    GSM7 = "GSM-7"
+    """GSM 03.38 default alphabet, 7 bits per character (extension characters take two)."""
+    UCS2 = "UCS-2"
+    """UTF-16, used as soon as one character is outside the GSM 03.38 alphabet."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """How an SMS body is encoded and billed.
+
+    Attributes:
+        encoding: The encoding the whole message needs.
+        segments: Number of SMS segments (billing units); at least 1.
+        units: Total length in septets for GSM-7 (an extension character counts 2)
+            or in UTF-16 code units for UCS-2 (a character outside the BMP counts 2).
+        per_segment: Capacity of each segment in the same units: 160/153 for GSM-7 and
+            70/67 for UCS-2, for single and concatenated messages respectively.
+        remaining: Units still free in the last segment.
+    """
+
+    encoding: Encoding
+    segments: int
+    units: int
+    per_segment: int
+    remaining: int
+
+
+def is_gsm7(text: str) -> bool:
+    """Return whether *text* can be sent in the GSM-7 default alphabet.
+
+    The empty string is GSM-7. A literal ESC character (U+001B) is not: on the air it is the
+    escape to the extension table, so it cannot stand for itself (smsutil accepts it).
+    """
+    if not text:
+        return True
+    return _ESCAPE not in text and bool(smsutil.is_valid_gsm(text))
+
+
+def segments(text: str) -> SegmentInfo:
+    """Work out the encoding of *text* and how many SMS segments it takes.
+
+    The empty string counts as one empty GSM-7 segment, as carriers bill it.
+
+    Built on ``smsutil.gsm_split`` / ``smsutil.unicode_split``, which already keep GSM escape
+    pairs and characters outside the BMP whole. On top of that:
+
+    * a surrogate pair held as two code points (``"\\ud83d\\ude00"``, e.g. from a
+      ``surrogatepass`` decode) is joined first, since smsutil would otherwise cut between its
+      halves;
+    * a literal ESC character forces UCS-2 (see :func:`is_gsm7`);
+    * smsutil's UCS-2 byte counts are converted to UTF-16 code units.
+    """
+    if not text:
+        return SegmentInfo(
+            encoding=Encoding.GSM7,
+            segments=1,
+            units=0,
+            per_segment=GSM7_SINGLE_SEGMENT,
+            remaining=GSM7_SINGLE_SEGMENT,
+        )
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+    if is_gsm7(text):
+        encoding, bytes_per_unit = Encoding.GSM7, 1
+        single, multi = GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT
+        result = smsutil.gsm_split(text)
+    else:
+        encoding, bytes_per_unit = Encoding.UCS2, 2
+        single, multi = UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT
+        result = smsutil.unicode_split(text)
+
+    part_units = [int(part.bytes) // bytes_per_unit for part in result.parts]
+    per_segment = single if len(part_units) == 1 else multi
+    return SegmentInfo(
+        encoding=encoding,
+        segments=len(part_units),
+        units=sum(part_units),
+        per_segment=per_segment,
+        remaining=per_segment - part_units[-1],
+    )
+
+
+class InvalidPhoneNumber(ValueError):
+    """A string that is not a valid phone number."""
+
+    def __init__(self, number: str, region: str) -> None:
+        self.number = number
+        self.region = region
+        super().__init__(f"{number!r} is not a valid phone number (region {region})")
+
+
+def normalise_phone(number: str, default_region: str = "AU") -> str:
+    """Return *number* in E.164 form, e.g. ``"0491 570 156"`` → ``"+61491570156"``.
+
+    Accepts international (``+61 …``) and national numbers (read in *default_region*), spaces,
+    dashes, dots, slashes and parentheses, a national trunk prefix in parentheses
+    (``+61 (0)491 …``), the region's own international prefix (``0011 61 …`` in Australia)
+    and a leading ``00`` international prefix in any region. Letters are refused rather
+    than read as a vanity number or an extension: an SMS goes to a plain number.
+
+    The number must be valid for its country according to libphonenumber's metadata.
+    The provider's documented examples (the Australian range 0491 570 xxx, reserved for
+    fiction and test use) are valid there, so no looser check is needed.
+
+    Raises:
+        InvalidPhoneNumber: *number* is not a valid phone number.
+        ValueError: *default_region* is not a region libphonenumber knows.
+    """
+    region = default_region.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone number region {default_region!r}")
+
+    stripped = number.strip()
+    if not stripped or not all(ch.isdecimal() or ch in _PHONE_CHARS for ch in stripped):
+        raise InvalidPhoneNumber(number, region)
+    if "+" in stripped[1:]:
+        raise InvalidPhoneNumber(number, region)
+
+    candidates = [stripped]
+    digits_first = stripped.lstrip(" \t(")
+    if digits_first.startswith("00"):
+        candidates.append("+" + digits_first[2:])
+    for candidate in candidates:
+        parsed = _parse(candidate, region)
+        if parsed is not None:
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    raise InvalidPhoneNumber(number, region)
+
+
+def _parse(candidate: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """Parse *candidate*; return it only if it is a valid number without an extension."""
+    try:
+        parsed = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if parsed.extension or not phonenumbers.is_valid_number(parsed):
+        return None
+    return parsed
+
+
+def is_e164(number: str) -> bool:
+    """Return whether *number* is ``+`` followed by 8 to 15 ASCII digits (the provider's rule)."""
+    return _E164.fullmatch(number) is not None
+
+
+def mask_phone(number: str) -> str:
+    """Hide all but the last three digits of *number* for logs.
+
+    Other characters are kept, so the shape stays readable:
+    ``"+61491570156"`` → ``"+*********156"``, ``"0491 570 156"`` → ``"**** *** 156"``.
+    """
+    to_mask = sum(ch.isdecimal() for ch in number) - 3
+    masked: list[str] = []
+    for ch in number:
+        if ch.isdecimal() and to_mask > 0:
+            masked.append("*")
+            to_mask -= 1
+        else:
+            masked.append(ch)
+    return "".join(masked)
