@@ -44,8 +44,8 @@ from pydantic import BaseModel, ValidationError
 from bot.conversation.context import Clock, utc_now
 from bot.conversation.router import Router
 from bot.gateway.commands import post_command
-from bot.gateway.keys import conversation_key
-from bot.gateway.store import Store
+from bot.storage.keys import conversation_key
+from bot.storage.store import Store
 
 __all__ = [
     "ENTRY_POINT_GROUP",

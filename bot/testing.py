@@ -47,10 +47,10 @@ from bot.conversation.router import Router
 from bot.core.sms import Encoding, segments
 from bot.gateway.app import GATEWAY, Gateway, create_app
 from bot.gateway.handling import Session
-from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.plugins import Plugin
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
+from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 
 __all__ = ["BotTester", "FakeClock", "Phone", "Received", "sinchbot_redis"]
 

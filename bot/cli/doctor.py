@@ -295,8 +295,8 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
     from redis.backoff import NoBackoff
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-    from bot.gateway.keys import DLQ, META, WORKERS
     from bot.gateway.workers import META_PARTITIONS
+    from bot.storage.keys import DLQ, META, WORKERS
 
     shown = safe_url(url)
     try:

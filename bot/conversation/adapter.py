@@ -23,7 +23,7 @@ from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.engine import Engine
 from bot.conversation.timers import TimerRef
 from bot.gateway.handling import EventContext, record_event
-from bot.gateway.keys import timer_member
+from bot.storage.keys import timer_member
 
 __all__ = ["EventContextBackend", "GatewayEngineHandler", "GatewayOutcome"]
 

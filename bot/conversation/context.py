@@ -34,8 +34,6 @@ from bot.conversation.states import StateLike, States
 from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
 from bot.core.clock import Clock, utc_now
 from bot.core.sms import SegmentInfo, segments
-from bot.gateway.events import OutboundRequest, prepare_rcs, prepare_sms
-from bot.gateway.keys import handset_of
 from bot.sinch.models import (
     DeliveryReceipt,
     Format,
@@ -45,6 +43,8 @@ from bot.sinch.models import (
     RcsChoice,
     RcsMessage,
 )
+from bot.storage.events import OutboundRequest, prepare_rcs, prepare_sms
+from bot.storage.keys import handset_of
 
 __all__ = [
     "PROMPT_KEY",

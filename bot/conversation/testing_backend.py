@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.timers import TimerRef
-from bot.gateway.keys import conversation_key
 from bot.sinch.models import (
     Channel,
     DeliveryReceipt,
@@ -33,6 +32,7 @@ from bot.sinch.models import (
     default_code_for,
     status_for_code,
 )
+from bot.storage.keys import conversation_key
 
 __all__ = ["HANDSET", "OURS", "MemoryBackend", "inbound", "receipt"]
 

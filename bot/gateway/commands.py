@@ -24,8 +24,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.gateway.keys import PartitionKeys, handset_of, partition_of
-from bot.gateway.store import Batch, Store
+from bot.storage.keys import PartitionKeys, handset_of, partition_of
+from bot.storage.store import Batch, Store
 
 __all__ = ["command_fields", "post_command"]
 
@@ -33,7 +33,7 @@ __all__ = ["command_fields", "post_command"]
 def command_fields(
     conversation: str, name: str, payload: Any, *, command_id: str
 ) -> dict[str, str]:
-    """The inbox entry of a command (the shape :class:`~bot.gateway.events.InboxEvent`
+    """The inbox entry of a command (the shape :class:`~bot.storage.events.InboxEvent`
     decodes as a ``timer`` entry of kind ``command``)."""
     now = time.time()
     ref = {

@@ -19,11 +19,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bot.gateway import forwarding, records, timeline
-from bot.gateway.events import GW_ID, InboxEvent, OutboundRequest, prepare_sms
-from bot.gateway.keys import PartitionKeys, handset_of, our_number_of
 from bot.gateway.quiet_hours import QuietHours, utc_now
-from bot.gateway.store import Batch
 from bot.sinch.models import DeliveryReceipt, InboundMessage, OutboundMessage
+from bot.storage.events import GW_ID, InboxEvent, OutboundRequest, prepare_sms
+from bot.storage.keys import PartitionKeys, handset_of, our_number_of
+from bot.storage.store import Batch
 
 
 @dataclass

@@ -27,10 +27,10 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from bot.gateway.events import GW_CONVERSATION, InboxEvent
-from bot.gateway.keys import PartitionKeys, conversation_key, handset_of, partition_of
-from bot.gateway.store import Store, text
 from bot.sinch.models import DeliveryReceipt, InboundMessage
+from bot.storage.events import GW_CONVERSATION, InboxEvent
+from bot.storage.keys import PartitionKeys, conversation_key, handset_of, partition_of
+from bot.storage.store import Store, text
 
 __all__ = ["Admission", "Event", "Ingress", "event_kind", "route"]
 

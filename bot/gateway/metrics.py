@@ -39,7 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from bot.gateway.keys import DLQ, PartitionKeys
+from bot.storage.keys import DLQ, PartitionKeys
 
 if TYPE_CHECKING:
     from bot.gateway.app import Gateway

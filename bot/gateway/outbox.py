@@ -1,6 +1,6 @@
 """The durable outbox: every message sinchbot sends is queued here first.
 
-Queuing is an operation in a :class:`~bot.gateway.store.Batch` (so a handler's reply is
+Queuing is an operation in a :class:`~bot.storage.store.Batch` (so a handler's reply is
 committed together with the event it answers) that appends the request to its partition's
 outbox stream and creates the message's record. The sender drains the streams.
 
@@ -25,10 +25,10 @@ from datetime import datetime
 
 from bot.gateway import records, timeline
 from bot.gateway.deferred import DEFERRED
-from bot.gateway.events import OutboundRequest
-from bot.gateway.keys import PartitionKeys, partition_of
 from bot.gateway.quiet_hours import Deferral, QuietHours, utc_now
-from bot.gateway.store import Batch, Store
+from bot.storage.events import OutboundRequest
+from bot.storage.keys import PartitionKeys, partition_of
+from bot.storage.store import Batch, Store
 
 
 def enqueue(

@@ -2,7 +2,7 @@
 
 A record is a hash keyed by our id (``gw_id``) in the conversation's partition, created when
 the message is queued and updated when it is sent and as receipts arrive (monotonically,
-see :data:`bot.gateway.store.RANK_ENROUTE` and friends). The provider's ``message_id`` maps
+see :data:`bot.storage.store.RANK_ENROUTE` and friends). The provider's ``message_id`` maps
 back to our id.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.core.sms import segments
-from bot.gateway.events import OutboundRequest
-from bot.gateway.keys import PartitionKeys
-from bot.gateway.store import (
+from bot.sinch.models import DeliveryReceipt, DeliveryStatus
+from bot.storage.events import OutboundRequest
+from bot.storage.keys import PartitionKeys
+from bot.storage.store import (
     RANK_DELIVERED,
     RANK_ENROUTE,
     RANK_ERROR,
@@ -25,7 +26,6 @@ from bot.gateway.store import (
     Batch,
     text_map,
 )
-from bot.sinch.models import DeliveryReceipt, DeliveryStatus
 
 QUEUED = "queued"
 SENT = "sent"

@@ -1,7 +1,7 @@
 """Each conversation's timeline: inbound messages, outbound messages, receipts and state
 changes, newest last, bounded in length and age.
 
-Writes are operations added to a :class:`~bot.gateway.store.Batch`, so a timeline entry is
+Writes are operations added to a :class:`~bot.storage.store.Batch`, so a timeline entry is
 committed together with the change it records.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.gateway.keys import PartitionKeys
-from bot.gateway.store import Batch, text, text_map
+from bot.storage.keys import PartitionKeys
+from bot.storage.store import Batch, text, text_map
 
 
 def append(

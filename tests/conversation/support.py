@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from bot.conversation import Context, Engine, Event, Filter
 from bot.conversation.filters import evaluate
 from bot.conversation.testing_backend import MemoryBackend
-from bot.gateway.keys import conversation_key
 from bot.sinch.models import InboundMessage
+from bot.storage.keys import conversation_key
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 

@@ -26,9 +26,9 @@ from bot.conversation import (
 )
 from bot.conversation.testing_backend import HANDSET, OURS, MemoryBackend, inbound, receipt
 from bot.core.sms import Encoding
-from bot.gateway.events import GW_CONVERSATION, GW_ID
-from bot.gateway.keys import conversation_key
 from bot.sinch.models import RcsCard, RcsChoice
+from bot.storage.events import GW_CONVERSATION, GW_ID
+from bot.storage.keys import conversation_key
 from tests.conversation.support import T0, FakeClock
 
 

@@ -26,16 +26,16 @@ from bot.gateway import records, timeline
 from bot.gateway.api import ApiDeps, api_routes
 from bot.gateway.app import GATEWAY, Gateway
 from bot.gateway.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
-from bot.gateway.events import InboxEvent, OutboundRequest, prepare_sms
 from bot.gateway.handling import EventContext, GatewayLimits, Session
-from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
 from bot.gateway.outbox import queue_requests
 from bot.gateway.quiet_hours import QuietHours
 from bot.gateway.redis_server import RedisServer, free_port
-from bot.gateway.store import Batch, Store
 from bot.gateway.workers import WorkerRegistry
 from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage, parse_inbound
+from bot.storage.events import InboxEvent, OutboundRequest, prepare_sms
+from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.store import Batch, Store
 from tests.gateway.procutil import eventually
 from tests.gateway.test_app import AUTH, TOKEN, get_json, production
 

@@ -3,20 +3,20 @@
 import pytest
 from pydantic import ValidationError
 
-from bot.gateway.events import (
-    GW_CONVERSATION,
-    GW_ID,
-    InboxEvent,
-    OutboundRequest,
-    prepare_rcs,
-    prepare_sms,
-)
 from bot.sinch.models import (
     DeliveryStatus,
     OutboundMessage,
     RcsMessage,
     parse_inbound,
     parse_receipt,
+)
+from bot.storage.events import (
+    GW_CONVERSATION,
+    GW_ID,
+    InboxEvent,
+    OutboundRequest,
+    prepare_rcs,
+    prepare_sms,
 )
 
 H = "+61491570156"

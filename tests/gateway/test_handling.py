@@ -3,11 +3,11 @@
 from redis.asyncio import Redis
 
 from bot.gateway import records, timeline
-from bot.gateway.events import GW_ID, InboxEvent, OutboundRequest
 from bot.gateway.handling import EventContext, RecordingHandler, Session
-from bot.gateway.keys import PartitionKeys, conversation_key
-from bot.gateway.store import Batch, Store
 from bot.sinch.models import parse_inbound, parse_receipt
+from bot.storage.events import GW_ID, InboxEvent, OutboundRequest
+from bot.storage.keys import PartitionKeys, conversation_key
+from bot.storage.store import Batch, Store
 
 H, OURS = "+61491570156", "+61491570157"
 CONV = conversation_key(OURS, H)

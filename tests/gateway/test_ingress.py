@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from bot.gateway.events import GW_CONVERSATION, InboxEvent
 from bot.gateway.ingress import Admission, Ingress, route
-from bot.gateway.keys import PartitionKeys, handset_of, partition_of
-from bot.gateway.store import Store
 from bot.sinch.models import DeliveryReceipt, InboundMessage, parse_inbound, parse_receipt
+from bot.storage.events import GW_CONVERSATION, InboxEvent
+from bot.storage.keys import PartitionKeys, handset_of, partition_of
+from bot.storage.store import Store
 
 P = 8
 OURS = "+61491570157"
@@ -254,7 +254,7 @@ def test_a_reply_stays_in_the_conversation_of_the_message_it_answers() -> None:
 async def test_concurrent_webhooks_share_round_trips(redis: Redis) -> None:
     """Group commit: 60 events admitted at once are stored in far fewer round trips, each
     caller answered with its own admission, duplicates still recognised."""
-    from bot.gateway.store import Store
+    from bot.storage.store import Store
 
     calls: list[int] = []
 
@@ -278,7 +278,7 @@ async def test_concurrent_webhooks_share_round_trips(redis: Redis) -> None:
 
 async def test_a_redis_failure_reaches_every_waiting_webhook(tmp_path: Any) -> None:
     from bot.gateway.redis_server import RedisServer
-    from bot.gateway.store import Store
+    from bot.storage.store import Store
 
     server = RedisServer(tmp_path).start()
     client = Redis.from_url(server.url)

@@ -8,11 +8,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.gateway import records, timeline
-from bot.gateway.events import OutboundRequest, prepare_sms
-from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
 from bot.gateway.outbox import enqueue, queue_requests
-from bot.gateway.store import Batch, Store
 from bot.sinch.models import OutboundMessage
+from bot.storage.events import OutboundRequest, prepare_sms
+from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.store import Batch, Store
 
 P = 8
 OURS = "+61491570157"

@@ -3,7 +3,7 @@
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.store import (
+from bot.storage.store import (
     RANK_DELIVERED,
     RANK_ENROUTE,
     RANK_ERROR,

@@ -11,14 +11,14 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.gateway import records, suppression, timeline
-from bot.gateway.events import OutboundRequest, prepare_sms
-from bot.gateway.keys import PartitionKeys, alive, conversation_key, partition_of
 from bot.gateway.outbox import queue_requests
 from bot.gateway.sender import Sender
-from bot.gateway.store import Batch, Store
 from bot.gateway.throttle import Throttle
 from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage
+from bot.storage.events import OutboundRequest, prepare_sms
+from bot.storage.keys import PartitionKeys, alive, conversation_key, partition_of
+from bot.storage.store import Batch, Store
 from tests.gateway.procutil import eventually
 
 P = 4

@@ -27,20 +27,20 @@ from bot.conversation import (
     TimerRef,
 )
 from bot.gateway import timeline
-from bot.gateway.events import InboxEvent, OutboundRequest
 from bot.gateway.handling import GatewayLimits, RecordingHandler
 from bot.gateway.inbox import InboxConsumer
-from bot.gateway.keys import (
+from bot.gateway.timers import TimerPump
+from bot.gateway.workers import WorkerRegistry
+from bot.sinch.models import parse_inbound
+from bot.storage.events import InboxEvent, OutboundRequest
+from bot.storage.keys import (
     INBOX_GROUP,
     PartitionKeys,
     conversation_key,
     partition_of,
     timer_member,
 )
-from bot.gateway.store import Store
-from bot.gateway.timers import TimerPump
-from bot.gateway.workers import WorkerRegistry
-from bot.sinch.models import parse_inbound
+from bot.storage.store import Store
 
 P = 4
 OURS = "+61491570100"
@@ -350,7 +350,7 @@ async def test_a_timer_cancelled_after_it_fired_is_not_handled(redis: Redis) -> 
     cancels it sits ahead of it in the inbox. The message is handled first; the fired timer
     is then stale and must not run."""
     from bot.gateway.handling import EventContext, Session
-    from bot.gateway.store import Batch
+    from bot.storage.store import Batch
 
     log = Log()
     handler = GatewayEngineHandler(Engine(build_router(log, delay=0.05)))

@@ -41,8 +41,8 @@ from bot.conversation import (
 from bot.core.sms import InvalidPhoneNumber, normalise_phone
 from bot.gateway.api import ApiError
 from bot.gateway.handling import EventContext
-from bot.gateway.keys import PREFIX, PartitionKeys
 from bot.plugins import Plugin, PluginHost
+from bot.storage.keys import PREFIX, PartitionKeys
 
 __all__ = ["Settings", "Survey", "plugin", "router"]
 

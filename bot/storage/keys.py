@@ -1,0 +1,148 @@
+"""Every Redis key the gateway uses, in one place.
+
+A conversation is (our number, handset number). Its events map to a fixed partition by the
+handset number, so delivery reports (which carry the handset but not always our number)
+land in the same partition as the messages they report on. Every key of a partition —
+its inbox and outbox streams, and the sessions, message records, timelines and dedupe
+markers of its conversations — carries the partition's Redis Cluster hash tag ``{p<N>}``,
+so one Lua script can update them atomically on a single node or in a cluster.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "sb"
+
+INBOX_GROUP = "engine"
+OUTBOX_GROUP = "sender"
+FORWARD_GROUP = "forwarder"
+
+WORKERS = f"{PREFIX}:workers"
+"""Sorted set: worker id → heartbeat deadline (ms since the epoch, Redis clock)."""
+META = f"{PREFIX}:meta"
+"""Hash: settings that must never change under running data (the partition count)."""
+DLQ = f"{PREFIX}:dlq"
+"""Stream of entries that failed too often, with where they came from and why."""
+
+
+def partition_of(handset: str, partitions: int) -> int:
+    """The partition of every event involving ``handset``: stable across processes and
+    restarts (CRC-32, not Python's salted ``hash``)."""
+    return zlib.crc32(handset.encode()) % partitions
+
+
+def conversation_key(our_number: str | None, handset: str) -> str:
+    """``<our number>:<handset>``; ``default`` stands for the account's shared pool."""
+    return f"{our_number or 'default'}:{handset}"
+
+
+def handset_of(conversation: str) -> str:
+    """The handset number of a conversation key."""
+    return conversation.rsplit(":", 1)[-1]
+
+
+def our_number_of(conversation: str) -> str | None:
+    """Our number of a conversation key; ``None`` for the account's shared pool."""
+    our = conversation.rsplit(":", 1)[0] if ":" in conversation else ""
+    return None if our in ("", "default") else our
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    """The keys of one partition (all in one hash slot)."""
+
+    partition: int
+
+    @property
+    def tag(self) -> str:
+        return f"{{p{self.partition}}}"
+
+    @property
+    def inbox(self) -> str:
+        return f"{PREFIX}:{self.tag}:in"
+
+    @property
+    def outbox(self) -> str:
+        return f"{PREFIX}:{self.tag}:out"
+
+    @property
+    def forward(self) -> str:
+        return f"{PREFIX}:{self.tag}:fwd"
+
+    @property
+    def lease(self) -> str:
+        return f"{PREFIX}:{self.tag}:lease"
+
+    @property
+    def conversations(self) -> str:
+        """Sorted set: conversation key → last activity (ms)."""
+        return f"{PREFIX}:{self.tag}:convs"
+
+    @property
+    def timers(self) -> str:
+        """Sorted set: pending timer (:func:`timer_member`) → due time (ms since the epoch)."""
+        return f"{PREFIX}:{self.tag}:timers"
+
+    @property
+    def timer_data(self) -> str:
+        """Hash: pending timer (:func:`timer_member`) → its ``TimerRef`` as JSON."""
+        return f"{PREFIX}:{self.tag}:timerdata"
+
+    def seen(self, event_id: str) -> str:
+        """Dedupe marker of one provider event."""
+        return f"{PREFIX}:{self.tag}:seen:{event_id}"
+
+    def session(self, conversation: str) -> str:
+        return f"{PREFIX}:{self.tag}:sess:{conversation}"
+
+    def timeline(self, conversation: str) -> str:
+        return f"{PREFIX}:{self.tag}:tl:{conversation}"
+
+    def message(self, message_ref: str) -> str:
+        """Record of one outbound message, by our id (``gw_id``)."""
+        return f"{PREFIX}:{self.tag}:msg:{message_ref}"
+
+    def provider_id(self, message_id: str) -> str:
+        """Provider ``message_id`` → our id."""
+        return f"{PREFIX}:{self.tag}:mid:{message_id}"
+
+    def failures(self) -> str:
+        """Hash: entry id → handler failures so far."""
+        return f"{PREFIX}:{self.tag}:fails"
+
+    @property
+    def deferred(self) -> str:
+        """Sorted set: ``gw_id`` of a send held back by quiet hours → release time (ms since
+        the epoch, Redis clock domain)."""
+        return f"{PREFIX}:{self.tag}:deferred"
+
+    @property
+    def deferred_data(self) -> str:
+        """Hash: ``gw_id`` of a deferred send → its outbox entry fields (a JSON array
+        ``[name, value, ...]``)."""
+        return f"{PREFIX}:{self.tag}:deferreddata"
+
+    @property
+    def optout(self) -> str:
+        """Hash: handset number → its opt-out as JSON (``at``, ``via``, ``word``...): the
+        partition's part of the suppression list (:mod:`bot.gateway.suppression`)."""
+        return f"{PREFIX}:{self.tag}:optout"
+
+
+def timer_member(conversation: str, timer_id: str) -> str:
+    """``<conversation>|<timer id>``: a timer's member in :attr:`PartitionKeys.timers` and
+    field in :attr:`PartitionKeys.timer_data` (a timer id is unique per conversation; a
+    conversation key never contains ``|``)."""
+    return f"{conversation}|{timer_id}"
+
+
+def alive(worker: str) -> str:
+    """Liveness key of a worker (expires when it stops heartbeating)."""
+    return f"{PREFIX}:alive:{worker}"
+
+
+def inflight(worker: str) -> str:
+    """Our ids of the batch a worker's sender has on the wire right now."""
+    return f"{PREFIX}:inflight:{worker}"
