@@ -41,14 +41,14 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from bot.app.plugins import Plugin
 from bot.botconfig import BotConfig
 from bot.config import Settings
 from bot.conversation.router import Router
 from bot.core.sms import Encoding, segments
 from bot.gateway.app import GATEWAY, Gateway, create_app
-from bot.gateway.handling import Session
 from bot.gateway.redis_server import RedisServer, free_port
-from bot.plugins import Plugin
+from bot.inbox.handling import Session
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 
@@ -214,7 +214,7 @@ class BotTester:
     """The whole gateway, in-process, for a test; use ``async with``.
 
     Args:
-        plugins: Plugins to run, in order (:class:`~bot.plugins.Plugin` objects, or the
+        plugins: Plugins to run, in order (:class:`~bot.app.plugins.Plugin` objects, or the
             names of installed ones); a bare :class:`~bot.conversation.router.Router`
             runs as a plugin of its name.
         config: The bot's configuration, as the config file's tables (a dict) or a

@@ -1,6 +1,6 @@
 """The engine as the gateway's event handler.
 
-:class:`GatewayEngineHandler` implements :class:`~bot.gateway.handling.EventHandler`: for
+:class:`GatewayEngineHandler` implements :class:`~bot.inbox.handling.EventHandler`: for
 each inbox event it records the event on the timeline, then dispatches it to the engine over
 an :class:`EventContextBackend`, so replies go to the outbox, the session is written with
 the gateway's version check, a state change lands on the timeline and timers are stored in
@@ -22,7 +22,7 @@ import structlog
 from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.engine import Engine
 from bot.conversation.timers import TimerRef
-from bot.gateway.handling import EventContext, record_event
+from bot.inbox.handling import EventContext, record_event
 from bot.storage.keys import timer_member
 
 __all__ = ["EventContextBackend", "GatewayEngineHandler", "GatewayOutcome"]
@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 class EventContextBackend:
     """A :class:`~bot.conversation.context.Backend` over the gateway's
-    :class:`~bot.gateway.handling.EventContext`: every effect becomes an operation of the
+    :class:`~bot.inbox.handling.EventContext`: every effect becomes an operation of the
     event's batch."""
 
     def __init__(self, ctx: EventContext) -> None:
@@ -99,7 +99,7 @@ class GatewayOutcome:
 
 
 class GatewayEngineHandler:
-    """The gateway's :class:`~bot.gateway.handling.EventHandler` running ``engine``."""
+    """The gateway's :class:`~bot.inbox.handling.EventHandler` running ``engine``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

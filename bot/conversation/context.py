@@ -71,7 +71,7 @@ Event = InboundMessage | DeliveryReceipt | TimeoutEvent | TimerEvent
 EventKind = Literal["message", "receipt", "timeout", "timer"]
 Write = Callable[[Any], None]
 """A storage write a handler asks for (:meth:`Context.on_commit`); the gateway calls it
-with the event's :class:`~bot.gateway.handling.EventContext`."""
+with the event's :class:`~bot.inbox.handling.EventContext`."""
 
 
 def kind_of(event: Event) -> EventKind:
@@ -129,7 +129,7 @@ class Backend(Protocol):
     session if it changed (:meth:`save`), the timers if any were asked for
     (:meth:`update_timers`). :class:`~bot.conversation.testing_backend.MemoryBackend` keeps
     everything in memory; :class:`~bot.conversation.adapter.GatewayEngineHandler` runs over
-    the gateway's :class:`~bot.gateway.handling.EventContext`.
+    the gateway's :class:`~bot.inbox.handling.EventContext`.
     """
 
     @property
@@ -493,7 +493,7 @@ class Context:
     def on_commit(self, write: Write) -> None:
         """Ask for a storage write committed atomically with the event, and only if the
         handler succeeds: in the gateway ``write`` is called with the event's
-        :class:`~bot.gateway.handling.EventContext` and adds operations to its batch
+        :class:`~bot.inbox.handling.EventContext` and adds operations to its batch
         (a suppression, a plugin's record, a forwarded event)::
 
             ctx.on_commit(lambda gw: gw.batch.set(record_key, json.dumps(record)))

@@ -8,7 +8,9 @@
 For one event, :meth:`Engine.dispatch` loads the session from the backend, walks the
 routers (outer middleware → filters → inner middleware → the handler with its injected
 arguments), stops at the first handler whose filters match, and, if nothing raised, hands
-the handler's effects (replies, session, timers) to the backend. It returns whether a
+the handler's effects (replies, session, timers) to the backend. A message no handler
+matched walks the routers once more for their fallback handlers
+(``@router.message(..., fallback=True)``), in the same order. It returns whether a
 handler ran: with ``False`` the caller falls back (a default reply, for example).
 Exceptions propagate, and then nothing of the event is applied: in the gateway the inbox
 retries the event and eventually dead-letters it. Before one propagates, the engine's
@@ -49,6 +51,8 @@ class _Run:
     kind: EventKind
     chosen: HandlerSpec | None = None
     called: bool = False
+    fallback: bool = False
+    """Trying the fallback handlers (no other handler matched)."""
 
 
 def _wrap(middlewares: Iterable[Middleware], handler: NextHandler) -> NextHandler:
@@ -73,6 +77,10 @@ def _arguments(ctx: Context) -> dict[str, Any]:
     elif ctx.kind == "timer":
         values["payload"] = ctx.payload
     return values
+
+
+def _has_fallbacks(root: Router) -> bool:
+    return any(router.handlers("message", fallback=True) for router in root.walk())
 
 
 class Engine:
@@ -128,13 +136,15 @@ class Engine:
         )
 
     def handlers(self) -> list[HandlerSpec]:
-        """Every registered handler, in the order they are tried (per event kind)."""
+        """Every registered handler, in the order they are tried (per event kind; the
+        fallback handlers last)."""
         return [
             spec
+            for fallback in (False, True)
             for root in self.routers
             for router in root.walk()
             for kind in KINDS
-            for spec in router.handlers(kind)
+            for spec in router.handlers(kind, fallback=fallback)
         ]
 
     async def dispatch(self, event: Event, backend: Backend) -> bool:
@@ -156,6 +166,15 @@ class Engine:
                 await self._propagate(router, ctx, arguments, (), run)
                 if run.chosen is not None:
                     break
+            if run.chosen is None and run.kind == "message":
+                run.fallback = True
+                for router in self.routers:
+                    if not _has_fallbacks(router):
+                        continue
+                    current = router
+                    await self._propagate(router, ctx, arguments, (), run)
+                    if run.chosen is not None:
+                        break
             ctx._commit()
         except Exception as exc:
             self._report(current.name if current is not None else "engine", exc)
@@ -192,7 +211,7 @@ class Engine:
 
         async def resolve(ctx: Context, arguments: dict[str, Any]) -> Any:
             ctx.settings = arguments.get("settings")
-            for spec in router.handlers(run.kind):
+            for spec in router.handlers(run.kind, fallback=run.fallback):
                 extra = await spec.match(ctx)
                 if extra is not None:
                     run.chosen = spec

@@ -49,6 +49,17 @@ in aiogram). Middleware is ``async def mw(handler, ctx, arguments) -> Any`` and 
 A middleware that does not call on leaves the event unhandled: ``Engine.dispatch`` returns
 ``False``, and once a handler's filters matched no other handler is tried. Since the first
 match wins, catch-all handlers belong last: at the end of their router, in the last router.
+
+A plugin's router is not the last one (other plugins, the keyword replies and the fallback
+come after it), so a message handler meant for what nobody else understood is registered
+with ``fallback=True``: fallback handlers are tried only when no other handler of any
+router matched the message, then in the same order (routers, then registration)::
+
+    @router.message(AnswersPrompt("rating"), fallback=True)
+    async def not_a_rating(ctx: Context) -> None:
+        ctx.reply("Please reply with a number from 1 to 5.")
+
+A router's outer middleware runs once more for a message that reaches its fallbacks.
 """
 
 from __future__ import annotations
@@ -123,10 +134,18 @@ class HandlerSpec:
     """The parameters without a default."""
     takes_all: bool
     """The handler has a ``**kwargs`` parameter."""
+    fallback: bool = False
+    """Tried only when no other handler of any router matched (see the module docs)."""
 
     @classmethod
     def build(
-        cls, callback: Handler, kind: EventKind, filters: tuple[Filter, ...], router: Router
+        cls,
+        callback: Handler,
+        kind: EventKind,
+        filters: tuple[Filter, ...],
+        router: Router,
+        *,
+        fallback: bool = False,
     ) -> HandlerSpec:
         """Inspect ``callback`` and refuse it if it asks for arguments nothing provides."""
         if not callable(callback):
@@ -153,7 +172,16 @@ class HandlerSpec:
                 names.append(param.name)
                 if param.default is param.empty:
                     required.add(param.name)
-        spec = cls(callback, kind, condition, router, tuple(names), frozenset(required), takes_all)
+        spec = cls(
+            callback,
+            kind,
+            condition,
+            router,
+            tuple(names),
+            frozenset(required),
+            takes_all,
+            fallback,
+        )
         available = spec.available()
         unknown = required - available
         if unknown:
@@ -198,7 +226,8 @@ class HandlerSpec:
         return result
 
     def __repr__(self) -> str:
-        return f"<HandlerSpec {self.kind} {self.qualname} in {self.router.name}>"
+        fallback = " (fallback)" if self.fallback else ""
+        return f"<HandlerSpec {self.kind}{fallback} {self.qualname} in {self.router.name}>"
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -260,6 +289,7 @@ class Router:
         self.outer: list[Middleware] = []
         self.inner: list[Middleware] = []
         self._handlers: dict[EventKind, list[HandlerSpec]] = {kind: [] for kind in KINDS}
+        self._fallbacks: list[HandlerSpec] = []
 
     def __repr__(self) -> str:
         return f"Router({self.name!r})"
@@ -267,7 +297,10 @@ class Router:
     # -- handlers ------------------------------------------------------------------
 
     def message(
-        self, *filters: Filter, state: StateSpec | Iterable[StateSpec] = ANY_STATE
+        self,
+        *filters: Filter,
+        state: StateSpec | Iterable[StateSpec] = ANY_STATE,
+        fallback: bool = False,
     ) -> Callable[[H], H]:
         """Register a handler of inbound messages (SMS, MMS, RCS, opt-out notifications).
 
@@ -275,6 +308,8 @@ class Router:
             filters: All must match.
             state: The states it handles: a state, its name, a group, ``None`` (only
                 outside any flow), several of those in a tuple, or ``"*"`` (default: any).
+            fallback: Try it only when no other handler of any router matched the
+                message (after all of them; see the module documentation).
 
         ::
 
@@ -282,7 +317,7 @@ class Router:
             async def help(ctx: Context) -> None:
                 ctx.reply("Reply Y to confirm, N to cancel.")
         """
-        return self._register("message", (*_state_filter(state), *filters))
+        return self._register("message", (*_state_filter(state), *filters), fallback=fallback)
 
     def receipt(
         self, *filters: Filter, state: StateSpec | Iterable[StateSpec] = ANY_STATE
@@ -327,15 +362,21 @@ class Router:
             raise ValueError("a timer handler needs the timer's name")
         return self._register("timer", (_TimerNamed(name), *filters))
 
-    def _register(self, kind: EventKind, filters: tuple[Filter, ...]) -> Callable[[H], H]:
+    def _register(
+        self, kind: EventKind, filters: tuple[Filter, ...], *, fallback: bool = False
+    ) -> Callable[[H], H]:
         def decorator(callback: H) -> H:
-            self._handlers[kind].append(HandlerSpec.build(callback, kind, filters, self))
+            spec = HandlerSpec.build(callback, kind, filters, self, fallback=fallback)
+            (self._fallbacks if fallback else self._handlers[kind]).append(spec)
             return callback
 
         return decorator
 
-    def handlers(self, kind: EventKind) -> tuple[HandlerSpec, ...]:
-        """This router's own handlers of ``kind``, in registration order."""
+    def handlers(self, kind: EventKind, *, fallback: bool = False) -> tuple[HandlerSpec, ...]:
+        """This router's own handlers of ``kind``, in registration order (``fallback``:
+        its fallback message handlers instead)."""
+        if fallback:
+            return tuple(self._fallbacks) if kind == "message" else ()
         return tuple(self._handlers[kind])
 
     # -- tree ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ Two kinds of events do not come from the provider:
   (handled by ``@router.timeout(state)``);
 * :class:`TimerEvent`: a named timer a handler scheduled with ``ctx.schedule(...)`` fired
   (handled by ``@router.timer(name)``), or a *command* posted into the conversation from
-  outside (the management API, a plugin's CLI: :func:`bot.gateway.commands.post_command`),
+  outside (the management API, a plugin's CLI: :func:`bot.inbox.commands.post_command`),
   handled the same way, in order with the conversation's other events.
 
 A handler never persists a timer itself: ``ctx.schedule`` and ``ctx.goto`` record a

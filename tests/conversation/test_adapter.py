@@ -22,10 +22,10 @@ from bot.conversation import (
     States,
     TimerRef,
 )
-from bot.gateway import timeline
-from bot.gateway.handling import EventContext, EventHandler, GatewayLimits, Session
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.workers import WorkerRegistry
+from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
+from bot.receipts import timeline
 from bot.sinch.models import parse_inbound
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of, timer_member

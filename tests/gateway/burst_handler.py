@@ -1,6 +1,6 @@
 """A handler for process tests: answers every inbound message with ``ack <text>``."""
 
-from bot.gateway.handling import EventContext, record_event
+from bot.inbox.handling import EventContext, record_event
 from bot.sinch.models import InboundMessage
 
 

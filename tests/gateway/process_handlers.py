@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.gateway.handling import EventContext, record_event
+from bot.inbox.handling import EventContext, record_event
 from bot.sinch.models import InboundMessage
 
 __all__ = ["ACK_PREFIX", "TEXTS", "Ack", "SlowAck", "ack_text"]
@@ -35,7 +35,7 @@ class Ack:
     the session."""
 
     async def handle(self, ctx: EventContext) -> None:
-        """Handle one event (see :class:`~bot.gateway.handling.EventHandler`)."""
+        """Handle one event (see :class:`~bot.inbox.handling.EventHandler`)."""
         record_event(ctx)
         event = ctx.event.event
         if isinstance(event, InboundMessage) and event.kind == "message":

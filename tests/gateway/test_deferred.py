@@ -22,15 +22,15 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.gateway import records, timeline
 from bot.gateway.api import ApiDeps, api_routes
 from bot.gateway.app import GATEWAY, Gateway
 from bot.gateway.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
-from bot.gateway.handling import EventContext, GatewayLimits, Session
-from bot.gateway.outbox import queue_requests
-from bot.gateway.quiet_hours import QuietHours
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.workers import WorkerRegistry
+from bot.inbox.handling import EventContext, GatewayLimits, Session
+from bot.outbox.queue import queue_requests
+from bot.outbox.quiet_hours import QuietHours
+from bot.receipts import records, timeline
 from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage, parse_inbound
 from bot.storage.events import InboxEvent, OutboundRequest, prepare_sms

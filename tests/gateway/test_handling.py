@@ -2,8 +2,8 @@
 
 from redis.asyncio import Redis
 
-from bot.gateway import records, timeline
-from bot.gateway.handling import EventContext, RecordingHandler, Session
+from bot.inbox.handling import EventContext, RecordingHandler, Session
+from bot.receipts import records, timeline
 from bot.sinch.models import parse_inbound, parse_receipt
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest
 from bot.storage.keys import PartitionKeys, conversation_key

@@ -7,8 +7,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.gateway import records, timeline
-from bot.gateway.outbox import enqueue, queue_requests
+from bot.outbox.queue import enqueue, queue_requests
+from bot.receipts import records, timeline
 from bot.sinch.models import OutboundMessage
 from bot.storage.events import OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of

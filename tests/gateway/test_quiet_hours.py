@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.config import ConfigError
-from bot.gateway.quiet_hours import QuietHours, QuietHoursSettings, Window
+from bot.outbox.quiet_hours import QuietHours, QuietHoursSettings, Window
 
 SYDNEY_LANDLINE = "+61291234567"  # one zone: Australia/Sydney
 AU_MOBILE = "+61491570156"  # non-geographic: every Australian zone

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway import records, suppression, timeline
-from bot.gateway.outbox import queue_requests
+from bot.gateway import suppression
 from bot.gateway.sender import Sender
 from bot.gateway.throttle import Throttle
+from bot.outbox.queue import queue_requests
+from bot.receipts import records, timeline
 from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage
 from bot.storage.events import OutboundRequest, prepare_sms

@@ -26,11 +26,11 @@ from bot.conversation import (
     States,
     TimerRef,
 )
-from bot.gateway import timeline
-from bot.gateway.handling import GatewayLimits, RecordingHandler
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.timers import TimerPump
 from bot.gateway.workers import WorkerRegistry
+from bot.inbox.handling import GatewayLimits, RecordingHandler
+from bot.receipts import timeline
 from bot.sinch.models import parse_inbound
 from bot.storage.events import InboxEvent, OutboundRequest
 from bot.storage.keys import (
@@ -349,7 +349,7 @@ async def test_a_timer_cancelled_after_it_fired_is_not_handled(redis: Redis) -> 
     """The exact interleaving: the pump moves a due timer into the inbox, but a message that
     cancels it sits ahead of it in the inbox. The message is handled first; the fired timer
     is then stale and must not run."""
-    from bot.gateway.handling import EventContext, Session
+    from bot.inbox.handling import EventContext, Session
     from bot.storage.store import Batch
 
     log = Log()

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from bot.app.plugins import Plugin
 from bot.conversation import Context, Keyword, Router, State, States
 from bot.gateway.redis_server import RedisServer
-from bot.plugins import Plugin
 from bot.testing import BotTester
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.app.plugins import Plugin, PluginHost
 from bot.conversation import (
     AnswersPrompt,
     Context,
@@ -40,8 +41,7 @@ from bot.conversation import (
 )
 from bot.core.sms import InvalidPhoneNumber, normalise_phone
 from bot.gateway.api import ApiError
-from bot.gateway.handling import EventContext
-from bot.plugins import Plugin, PluginHost
+from bot.inbox.handling import EventContext
 from bot.storage.keys import PREFIX, PartitionKeys
 
 __all__ = ["Settings", "Survey", "plugin", "router"]
