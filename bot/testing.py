@@ -42,9 +42,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bot.app.plugins import Plugin
-from bot.botconfig import BotConfig
 from bot.config import Settings
 from bot.conversation.router import Router
+from bot.core.botconfig import BotConfig
 from bot.core.sms import Encoding, segments
 from bot.gateway.app import GATEWAY, Gateway, create_app
 from bot.gateway.redis_server import RedisServer, free_port
@@ -218,7 +218,7 @@ class BotTester:
             names of installed ones); a bare :class:`~bot.conversation.router.Router`
             runs as a plugin of its name.
         config: The bot's configuration, as the config file's tables (a dict) or a
-            :class:`~bot.botconfig.BotConfig`; its ``plugins`` list is replaced by
+            :class:`~bot.core.botconfig.BotConfig`; its ``plugins`` list is replaced by
             ``plugins``.
         redis_url: A Redis to use (flushed on entry); default: a redis-server of its own.
         start: What the clock says at the start (default: now).

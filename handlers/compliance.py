@@ -45,9 +45,10 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio import Redis
 
-from bot.conversation import Context, Custom, EventContextBackend, Keyword, Router, normalise
+from bot.conversation import Context, Custom, Keyword, Router, normalise
 from bot.gateway import suppression
 from bot.gateway.handling import EventContext
+from bot.inbox.engine import EventContextBackend
 from bot.sinch.client import SinchClient
 
 __all__ = [

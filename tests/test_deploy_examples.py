@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.botconfig import load_config
 from bot.config import Settings, env_var
+from bot.core.botconfig import load_config
 from bot.gateway.app import Gateway
 
 COMPOSE = Path(__file__).resolve().parent.parent / "examples" / "compose"

@@ -4,7 +4,7 @@ Each :class:`~bot.gateway.app.Gateway` has a :class:`GatewayMetrics` with a regi
 own (no global state: tests run many gateways in one process). Most figures are not counted
 twice: a collector reads the counters the parts keep anyway at scrape time
 (:class:`~bot.gateway.sender.SenderCounters`, :class:`~bot.gateway.inbox.InboxStats`,
-:attr:`Ingress.counts <bot.gateway.ingress.Ingress.counts>`, the timer and deferred pumps).
+:attr:`Ingress.counts <bot.ingress.admission.Ingress.counts>`, the timer and deferred pumps).
 Only what nobody counted is observed here: the handler latency (the inbox's ``on_handled``
 hook) and the handler errors per router (the engine's ``on_error`` hook).
 

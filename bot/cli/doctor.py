@@ -180,7 +180,7 @@ def _load_settings(report: Report, overrides: dict[str, Any]) -> Settings | None
 
 def check_configuration(report: Report, settings: Settings) -> None:
     """``SINCHBOT_CONFIG``, the event handler or the plugins and built-in handlers."""
-    from bot.botconfig import BotConfig, load_config
+    from bot.core.botconfig import BotConfig, load_config
     from bot.gateway.app import is_zero_config, load_handler
 
     try:

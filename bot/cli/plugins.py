@@ -8,9 +8,9 @@ from typing import Any
 
 from bot.app.plugins import discover, load_plugins
 from bot.assembly import enabled_plugins
-from bot.botconfig import load_config
 from bot.cli.base import EXIT_ERROR, EXIT_OK, command, table
 from bot.config import load_settings
+from bot.core.botconfig import load_config
 from bot.gateway.app import is_zero_config
 
 

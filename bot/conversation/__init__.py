@@ -33,10 +33,11 @@ A two-way confirmation in full::
         ctx.end()
 
 The engine runs them: ``await Engine(router).dispatch(event, backend)``; in the gateway,
-:class:`GatewayEngineHandler` does it for every inbox event.
+:class:`bot.inbox.engine.GatewayEngineHandler` does it for every inbox event.
 """
 
-from bot.conversation.adapter import EventContextBackend, GatewayEngineHandler, GatewayOutcome
+from typing import Any
+
 from bot.conversation.context import (
     PROMPT_KEY,
     Backend,
@@ -80,13 +81,10 @@ __all__ = [
     "Custom",
     "Engine",
     "Event",
-    "EventContextBackend",
     "EventKind",
     "Filter",
     "FilterResult",
     "FromNumber",
-    "GatewayEngineHandler",
-    "GatewayOutcome",
     "Keyword",
     "Middleware",
     "NextHandler",
@@ -104,3 +102,23 @@ __all__ = [
     "ToNumber",
     "normalise",
 ]
+
+
+_MOVED = {"EventContextBackend", "GatewayEngineHandler", "GatewayOutcome"}
+"""The gateway's side of the engine, now in :mod:`bot.inbox.engine` (the conversation
+package depends on no gateway part); importable from here for one more release."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import warnings
+
+        from bot.inbox import engine  # lazy: the gateway imports this package, not the reverse
+
+        warnings.warn(
+            f"bot.conversation.{name} moved to bot.inbox.engine.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

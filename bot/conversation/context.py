@@ -128,7 +128,7 @@ class Backend(Protocol):
     handler and middleware succeeded, applies the effects: each reply (:meth:`queue`), the
     session if it changed (:meth:`save`), the timers if any were asked for
     (:meth:`update_timers`). :class:`~bot.conversation.testing_backend.MemoryBackend` keeps
-    everything in memory; :class:`~bot.conversation.adapter.GatewayEngineHandler` runs over
+    everything in memory; :class:`~bot.inbox.engine.GatewayEngineHandler` runs over
     the gateway's :class:`~bot.inbox.handling.EventContext`.
     """
 

@@ -90,6 +90,32 @@ async def test_engine_tries_its_routers_in_order_and_reports_unhandled_events() 
     ]
 
 
+async def test_fallback_handlers_run_only_when_no_router_matched_in_router_order() -> None:
+    calls: list[str] = []
+    flow, keywords = Router("flow"), Router("keywords")
+    nested = flow.include(Router("flow.nested"))
+    flow.message(Keyword("y"))(recorder(calls, "flow-y"))
+    flow.message(Keyword("maybe"), fallback=True)(recorder(calls, "flow-fallback"))
+    nested.message(Keyword("later"), fallback=True)(recorder(calls, "nested-fallback"))
+    keywords.message(Keyword("hours"))(recorder(calls, "hours"))
+    keywords.message(fallback=True)(recorder(calls, "catch-all"))
+    engine = Engine(flow, keywords)
+    # "hours" belongs to a later router: a fallback of an earlier one does not take it.
+    assert await run(engine, "y", "hours", "maybe", "later", "what") == [True] * 5
+    assert calls == ["flow-y", "hours", "flow-fallback", "nested-fallback", "catch-all"]
+    assert [spec.qualname for spec in engine.handlers()] == [
+        "flow-y",
+        "hours",
+        "flow-fallback",
+        "nested-fallback",
+        "catch-all",
+    ]
+    assert engine.handlers()[2].fallback and "(fallback)" in repr(engine.handlers()[2])
+    # Only messages have fallbacks.
+    assert await engine.dispatch(receipt("delivered"), MemoryBackend()) is False
+    assert flow.handlers("receipt", fallback=True) == ()
+
+
 async def test_each_kind_has_its_own_handlers() -> None:
     calls: list[str] = []
     router = Router("r")

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from bot.gateway.ingress import Admission, Ingress, route
+from bot.ingress.admission import Admission, Ingress, route
 from bot.sinch.models import DeliveryReceipt, InboundMessage, parse_inbound, parse_receipt
 from bot.storage.events import GW_CONVERSATION, InboxEvent
 from bot.storage.keys import PartitionKeys, handset_of, partition_of
@@ -227,7 +227,7 @@ def test_bad_settings_are_refused(redis: Redis) -> None:
 
 
 def test_a_reply_stays_in_the_conversation_of_the_message_it_answers() -> None:
-    from bot.gateway.ingress import route as route_event
+    from bot.ingress.admission import route as route_event
 
     reply = parse_inbound(
         {

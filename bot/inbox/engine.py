@@ -1,0 +1,130 @@
+"""The engine as the gateway's event handler.
+
+:class:`GatewayEngineHandler` implements :class:`~bot.inbox.handling.EventHandler`: for
+each inbox event it records the event on the timeline, then dispatches it to the engine over
+an :class:`EventContextBackend`, so replies go to the outbox, the session is written with
+the gateway's version check, a state change lands on the timeline and timers are stored in
+the partition's timer set (fired later by :class:`~bot.gateway.timers.TimerPump` through the
+inbox), all in the event's batch::
+
+    consumer = InboxConsumer(..., handler=GatewayEngineHandler(Engine(*routers)))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bot.conversation.context import Reply, SessionSnapshot, Write
+from bot.conversation.engine import Engine
+from bot.conversation.timers import TimerRef
+from bot.inbox.handling import EventContext, record_event
+from bot.storage.keys import timer_member
+
+__all__ = ["EventContextBackend", "GatewayEngineHandler", "GatewayOutcome"]
+
+log = structlog.get_logger(__name__)
+
+
+class EventContextBackend:
+    """A :class:`~bot.conversation.context.Backend` over the gateway's
+    :class:`~bot.inbox.handling.EventContext`: every effect becomes an operation of the
+    event's batch."""
+
+    def __init__(self, ctx: EventContext) -> None:
+        self.ctx = ctx
+        self.scheduled: list[TimerRef] = []
+        self.cancelled: list[str] = []
+
+    @property
+    def conversation(self) -> str:
+        return self.ctx.conversation
+
+    def load(self) -> SessionSnapshot:
+        return SessionSnapshot(self.ctx.session.state, self.ctx.session.data)
+
+    def queue(self, reply: Reply) -> None:
+        self.ctx.queue(reply.request)
+
+    def save(self, state: str | None, data: dict[str, Any]) -> None:
+        session = self.ctx.session
+        if state != session.state:
+            self.ctx.record("state", {"from": session.state, "to": state})
+        session.state = state
+        session.data = data
+        self.ctx.save()
+
+    def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:
+        """Store the timer changes in the event's batch (committed atomically with the
+        event): the cancellations first, then the schedules (a pending id is replaced)."""
+        ctx = self.ctx
+        keys = ctx.keys
+        pending = ctx.session.timers
+        for timer_id in cancelled:
+            pending.pop(timer_id, None)
+        for ref in scheduled:
+            pending[ref.id] = ref.at.isoformat()
+        if cancelled or scheduled:
+            ctx.save()
+        gone = [timer_member(ctx.conversation, timer_id) for timer_id in cancelled]
+        ctx.batch.zrem(keys.timers, gone).hdel(keys.timer_data, gone)
+        for ref in scheduled:
+            member = timer_member(ctx.conversation, ref.id)
+            ctx.batch.zadd(keys.timers, round(ref.at.timestamp() * 1000), member)
+            ctx.batch.hset(
+                keys.timer_data,
+                {member: json.dumps(ref.to_json(), separators=(",", ":"), ensure_ascii=False)},
+            )
+        self.scheduled.extend(scheduled)
+        self.cancelled.extend(cancelled)
+
+    def apply(self, write: Write) -> None:
+        write(self.ctx)
+
+
+@dataclass(frozen=True)
+class GatewayOutcome:
+    """What :meth:`GatewayEngineHandler.process` did with one event."""
+
+    handled: bool
+    """A handler ran (``False``: the gateway may fall back)."""
+    scheduled: tuple[TimerRef, ...] = ()
+    """Timers the handler asked for (stored with the event's batch)."""
+    cancelled: tuple[str, ...] = ()
+    """Ids of timers the handler cancelled (removed with the event's batch)."""
+
+
+class GatewayEngineHandler:
+    """The gateway's :class:`~bot.inbox.handling.EventHandler` running ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def handle(self, ctx: EventContext) -> None:
+        await self.process(ctx)
+
+    async def process(self, ctx: EventContext) -> GatewayOutcome:
+        """Record the event, dispatch it (a due timer as its
+        :meth:`~bot.conversation.timers.TimerRef.event`) and say what happened."""
+        record_event(ctx)
+        backend = EventContextBackend(ctx)
+        event = ctx.event.event
+        if isinstance(event, TimerRef) and event.kind == "command":
+            dispatched: Any = event.event()
+        elif isinstance(event, TimerRef):
+            # Fired into the inbox, but possibly cancelled or replaced since by an event
+            # handled before it: it counts only if still pending as it was fired.
+            if ctx.session.timers.get(event.id) != event.at.isoformat():
+                log.info("stale timer ignored", timer=event.id, name=event.name)
+                return GatewayOutcome(False)
+            del ctx.session.timers[event.id]
+            ctx.save()
+            dispatched = event.event()
+        else:
+            dispatched = event
+        handled = await self.engine.dispatch(dispatched, backend)
+        return GatewayOutcome(handled, tuple(backend.scheduled), tuple(backend.cancelled))
