@@ -1,12 +1,12 @@
 """The gateway server: one aiohttp application that owns every resource of a
 ``sinchbot serve`` process, started and stopped in order by a cleanup context.
 
-Start: Redis (the configured one, or an embedded redis-server) → the provider (the real API,
-or an in-process sandbox in zero-configuration mode) → the worker registry (heartbeat and
-partition leases) → the inbox consumer, the timer pump, the sender and the forwarder. Stop (SIGTERM or
-Ctrl-C): the HTTP site closes first (no new webhooks), then the consumers finish the batch
-in hand and commit it, the sender records the batch on the wire, leases are released, and
-the resources close in reverse order.
+Start: Redis (the configured one, or an embedded redis-server, which a supervisor restarts if
+it dies) → the provider (the real API, or an in-process sandbox in zero-configuration mode)
+→ the worker registry (heartbeat and partition leases) → the inbox consumer, the timer pump,
+the sender and the forwarder. Stop (SIGTERM or Ctrl-C): the HTTP site closes first (no new
+webhooks), then the consumers finish the batch in hand and commit it, the sender records the
+batch on the wire, leases are released, and the resources close in reverse order.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from bot.gateway.inbox import InboxConsumer
 from bot.gateway.ingress import Ingress
 from bot.gateway.metrics import METRICS_PATH, GatewayMetrics
 from bot.gateway.quiet_hours import QuietHours
-from bot.gateway.redis_server import RedisServer, free_port
+from bot.gateway.redis_server import RedisServer, RedisSupervisor, free_port
 from bot.gateway.sender import Sender
 from bot.gateway.store import Store
 from bot.gateway.throttle import Throttle, connection_id
@@ -145,10 +145,14 @@ class Gateway:
         self.metrics = GatewayMetrics(self)
 
         self.embedded_redis: RedisServer | None = None
+        self.redis_supervisor: RedisSupervisor | None = None
         if settings.redis_url:
             redis_url = settings.redis_url
         else:
-            self.embedded_redis = RedisServer(settings.data_dir / "redis")
+            self.embedded_redis = RedisServer(
+                settings.data_dir / "redis", owner_url=settings.gateway_url
+            )
+            self.redis_supervisor = RedisSupervisor(self.embedded_redis)
             redis_url = self.embedded_redis.url
         # Few, fast retries: a webhook must answer 503 promptly while Redis is down.
         self.redis = Redis.from_url(
@@ -292,8 +296,17 @@ class Gateway:
         return self.role in ("all", "web")
 
     async def ready(self) -> bool:
-        """Started, and (for workers) holding a heartbeat."""
-        return self._started
+        """Started, and (for workers) holding a heartbeat; the embedded Redis, if any, is not
+        being restarted."""
+        supervisor = self.redis_supervisor
+        return self._started and (supervisor is None or supervisor.state == "running")
+
+    def live(self) -> str | None:
+        """Why this process cannot recover by itself (``/healthz`` fails), or ``None`` while
+        it can: a configured Redis that is down comes back on its own and the client
+        reconnects; an embedded one is restarted by its supervisor, until it gives up."""
+        supervisor = self.redis_supervisor
+        return supervisor.reason if supervisor is not None and supervisor.failed else None
 
     def routes(self) -> list[web.RouteDef]:
         token = self.settings.api_token.get_secret_value() if self.settings.api_token else None
@@ -310,6 +323,7 @@ class Gateway:
             api_token=token,
             client=self.client,
             ready=self.ready,
+            live=self.live,
             throttle=self.throttle,
             quiet_hours=self.quiet_hours,
             clock=self.clock,
@@ -342,6 +356,8 @@ class Gateway:
     async def start(self) -> None:
         if self.embedded_redis is not None:
             await asyncio.to_thread(self.embedded_redis.start)
+            assert self.redis_supervisor is not None
+            await self.redis_supervisor.start()
         if self.sandbox is not None:
             await self.sandbox.start()
         if self.runs_workers:
@@ -373,6 +389,8 @@ class Gateway:
         if self.sandbox is not None:
             steps.append(self.sandbox.stop)
         steps += [self.client.aclose, self.redis.aclose]
+        if self.redis_supervisor is not None:
+            steps.append(self.redis_supervisor.stop)  # before the server: no restart of it
         if self.embedded_redis is not None:
             server = self.embedded_redis
             steps.append(lambda: asyncio.to_thread(server.stop))
