@@ -3,7 +3,10 @@
 ``[keywords]`` maps whole-message keywords to fixed answers (``HOURS = "Open 9-5, Mon-Fri"``),
 matched like every :class:`~bot.conversation.Keyword` (case, whitespace and surrounding
 punctuation ignored). ``fallback`` answers any inbound message nothing else handled; in it,
-``{text}`` stands for the first 100 characters of the handset's message::
+``{text}`` stands for the first 100 characters of the handset's message. It is a fallback
+handler (``fallback=True``), so the plugins' own fallbacks come before it: a message that
+is neither an answer nor a keyword, while the appointments plugin waits for Y, N or R, gets
+that plugin's "did not understand" rather than this reply::
 
     engine = Engine(compliance_router, *plugin_routers, keywords.build_router(settings))
 
@@ -78,7 +81,8 @@ def _is_message(ctx: Context) -> bool:
 
 def build_router(settings: KeywordSettings) -> Router:
     """The ``keywords`` router: keyword auto-replies, then the fallback. Give it to the
-    engine last: the fallback takes every message that reaches it."""
+    engine last: the fallback takes every message that reaches it (after the other
+    routers' fallback handlers)."""
     router = Router("keywords", settings=settings)
     replies = dict(settings.keywords)
     if replies:
@@ -89,7 +93,7 @@ def build_router(settings: KeywordSettings) -> Router:
 
     if settings.fallback is not None:
 
-        @router.message(Custom(_is_message))
+        @router.message(Custom(_is_message), fallback=True)
         async def fallback(ctx: Context) -> None:
             answer = settings.fallback_for(ctx.text)
             if answer is not None:

@@ -17,9 +17,11 @@ reschedule"), and the handset's answer decides the appointment's status:
 ``undeliverable``      a reminder's receipt said failed, expired or rejected
 =====================  =====================================================================
 
-Anything else is asked once more; a second unrecognised answer is left to the fallback
-reply. Two pending appointments of one number are told apart by the prompt the handset
-answers (the reminder's metadata names its appointment). Outcomes are forwarded to event
+Only answers are taken at once: a keyword another router knows (``HOURS``) gets its own
+answer while the question waits, and the question stays open. A message nobody understands
+is asked once more; a second one is left to the fallback reply. Two pending appointments of
+one number are told apart by the prompt the handset answers (the reminder's metadata names
+its appointment), else the one asked about last; the texts say which one a bare Y is for. Outcomes are forwarded to event
 subscribers as ``appointment.confirmed``, ``.cancelled``, ``.reschedule_requested``,
 ``.no_response`` and ``.undeliverable``, with the appointment's document as data.
 

@@ -22,17 +22,26 @@ The life of one appointment::
     receipt failed / expired / rejected of our prompt → undeliverable
     appointments.cancel (command from the API) → cancelled
 
+Only answers are taken at once (Y, N, R and their words, an offered slot). Everything else
+is left to the routers after this one first: "other" above, and the free-text preferred
+time of the reschedule step, are fallback handlers (``fallback=True``), so a keyword another
+router knows (``HOURS``) gets its own answer while a question waits, and the question stays
+open (no repeat: it is still on the handset's screen, and the nudge repeats it in time).
+
 Which appointment an answer is for: the prompt the handset answered names it (its metadata
 is echoed on the reply). A reply that answers no prompt goes to the one appointment waiting
-for an answer or, when several are, the one reminded last. Answers count only before the
-appointment's start; a late answer to a ``no_response`` appointment still counts then. Once
-the start has passed, no nudge goes (the appointment becomes ``no_response`` at once), nor
-a reminder whose timer fired too late.
+for an answer or, when several are, the one asked about last. With several waiting, the
+texts say which one a bare answer is for: a reminder sent while another appointment waits
+adds that the reply is about this one and names the one asked about next, and the answer
+to one appointment asks about the next one waiting in the same message (a prompt naming
+it). Answers count only before the appointment's start; a late answer to a ``no_response``
+appointment still counts then. Once the start has passed, no nudge goes (the appointment
+becomes ``no_response`` at once), nor a reminder whose timer fired too late.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import structlog
@@ -143,6 +152,11 @@ def _named(ctx: Context, payload: Any) -> Appointment | None:
     return _peek(ctx.data).get(str(payload.get("id", "")))
 
 
+def _asked_at(doc: Appointment) -> str:
+    """When we last asked the handset about ``doc`` (ISO 8601, UTC; sortable)."""
+    return str(doc.get("asked_at") or doc.get("reminded_at") or "")
+
+
 def _target(ctx: Context) -> str | None:
     """The appointment a message answers (see the module documentation), or ``None``."""
     docs = _peek(ctx.data)
@@ -156,10 +170,19 @@ def _target(ctx: Context) -> str | None:
     candidates = [doc for doc in docs.values() if _answerable(doc, now)]
     if not candidates:
         return None
-    best = max(
-        candidates, key=lambda d: (d.get("step") is not None, str(d.get("reminded_at") or ""))
-    )
+    best = max(candidates, key=lambda d: (d.get("step") is not None, _asked_at(d)))
     return str(best["id"])
+
+
+def _waiting_besides(ctx: Context, doc: Appointment) -> Appointment | None:
+    """Another appointment of the conversation waiting for Y, N or R: the soonest."""
+    now = ctx.now()
+    others = [
+        other
+        for other in _peek(ctx.data).values()
+        if other["id"] != doc["id"] and other.get("step") == ANSWER and _answerable(other, now)
+    ]
+    return min(others, key=_start) if others else None
 
 
 class _Flow:
@@ -180,6 +203,18 @@ class _Flow:
     def ask(self, ctx: Context, doc: Appointment, text: str) -> None:
         """Send a question about ``doc``: its answer carries the appointment's id."""
         ctx.reply(text, prompt=PROMPT, metadata={APPOINTMENT: str(doc["id"])})
+        doc["asked_at"] = ctx.now().astimezone(UTC).isoformat()
+
+    def conclude(self, ctx: Context, doc: Appointment, template: str, *, slot: str = "") -> None:
+        """Answer the handset about ``doc``'s outcome; when another appointment still waits
+        for an answer, the same message asks about it (see the module documentation)."""
+        text = self.text(template, doc, slot=slot)
+        other = _waiting_besides(ctx, doc)
+        if other is None:
+            ctx.reply(text)
+            return
+        self.ask(ctx, other, f"{text} {self.text(self.settings.next_question_text, other)}")
+        self.store(ctx, other)
 
     def note(self, ctx: Context, doc: Appointment, status: str, note: str) -> None:
         doc["status"] = status
@@ -238,24 +273,35 @@ def build_router(settings: AppointmentSettings | None) -> Router:
 
         return Custom(check, provides=("appointment",))
 
-    def slot_choice(ctx: Context) -> FilterResult:
-        """In the reschedule step: the slot chosen (``choice``: its index, ``None`` when the
-        answer names none and we have not asked again yet)."""
+    def rescheduling(ctx: Context) -> Appointment | None:
+        """The appointment a message answers, if it is in the reschedule step."""
         appointment_id = _target(ctx)
         if appointment_id is None:
-            return False
+            return None
         doc = _peek(ctx.data)[appointment_id]
-        if doc.get("step") != RESCHEDULE:
+        return doc if doc.get("step") == RESCHEDULE else None
+
+    def slot_choice(ctx: Context) -> FilterResult:
+        """In the reschedule step: an offered slot, by its number or its text (``choice``:
+        its index)."""
+        doc = rescheduling(ctx)
+        if doc is None:
             return False
         text = normalise(ctx.text)
-        if not settings.slots:
-            return {"appointment": appointment_id, "choice": None} if text else False
         for index, slot in enumerate(settings.slots):
             if text in (str(index + 1), normalise(slot)):
-                return {"appointment": appointment_id, "choice": index}
-        if doc.get("asked_again", 0) >= 1:
+                return {"appointment": str(doc["id"]), "choice": index}
+        return False
+
+    def not_a_slot(ctx: Context) -> FilterResult:
+        """In the reschedule step, anything else: without slots the preferred time in the
+        handset's words; with slots, to be asked again (once)."""
+        doc = rescheduling(ctx)
+        if doc is None:
             return False
-        return {"appointment": appointment_id, "choice": None}
+        # with slots: asked again once already, the rest is the fallback reply's
+        wanted = doc.get("asked_again", 0) < 1 if settings.slots else bool(normalise(ctx.text))
+        return {"appointment": str(doc["id"])} if wanted else False
 
     # -- commands from the API ------------------------------------------------------------
 
@@ -301,11 +347,11 @@ def build_router(settings: AppointmentSettings | None) -> Router:
             doc["step"] = None
             flow.finish(ctx, doc, "no_response", "not reminded: the appointment had started")
             return
-        ctx.reply(
-            flow.text(settings.reminder_text, doc, signed=True),
-            prompt=PROMPT,
-            metadata={APPOINTMENT: str(doc["id"])},
-        )
+        text = flow.text(settings.reminder_text, doc, signed=True)
+        other = _waiting_besides(ctx, doc)
+        if other is not None:  # say which appointment a bare Y is for
+            text = f"{text} {flow.text(settings.also_waiting_text, other)}"
+        flow.ask(ctx, doc, text)
         reply = ctx.replies[-1]
         doc.update(
             step=ANSWER,
@@ -355,14 +401,14 @@ def build_router(settings: AppointmentSettings | None) -> Router:
     @router.message(Keyword("Y", "YES"), answering())
     async def confirmed(ctx: Context, appointment: str) -> None:
         doc = _peek(ctx.data)[appointment]
-        ctx.reply(flow.text(settings.confirmed_text, doc))
         flow.finish(ctx, doc, "confirmed", _answer_note(ctx))
+        flow.conclude(ctx, doc, settings.confirmed_text)
 
     @router.message(Keyword("N", "NO"), answering())
     async def cancelled(ctx: Context, appointment: str) -> None:
         doc = _peek(ctx.data)[appointment]
-        ctx.reply(flow.text(settings.cancelled_text, doc))
         flow.finish(ctx, doc, "cancelled", _answer_note(ctx))
+        flow.conclude(ctx, doc, settings.cancelled_text)
 
     @router.message(Keyword("R", "RESCHEDULE"), answering())
     async def reschedule(ctx: Context, appointment: str) -> None:
@@ -378,23 +424,29 @@ def build_router(settings: AppointmentSettings | None) -> Router:
         flow.store(ctx, doc)
 
     @router.message(Custom(slot_choice, provides=("appointment", "choice")))
-    async def preferred(ctx: Context, appointment: str, choice: int | None) -> None:
+    async def slot_chosen(ctx: Context, appointment: str, choice: int) -> None:
         doc = _peek(ctx.data)[appointment]
-        if settings.slots and choice is None:
+        slot = settings.slots[choice]
+        doc["reschedule"] = {"slot": slot, "choice": choice + 1, "text": ctx.text.strip()}
+        flow.finish(ctx, doc, "reschedule_requested", f"asked for {slot[:40]!r}")
+        flow.conclude(ctx, doc, settings.rescheduled_text, slot=_short(slot))
+
+    # -- what no router understood (fallbacks: every other router's handlers go first) ---
+
+    @router.message(Custom(not_a_slot, provides=("appointment",)), fallback=True)
+    async def preferred(ctx: Context, appointment: str) -> None:
+        doc = _peek(ctx.data)[appointment]
+        if settings.slots:
             doc["asked_again"] = doc.get("asked_again", 0) + 1
             flow.ask(ctx, doc, flow.text(settings.slot_again_text, doc))
             flow.store(ctx, doc)
             return
-        if choice is not None:
-            slot = settings.slots[choice]
-            doc["reschedule"] = {"slot": slot, "choice": choice + 1, "text": ctx.text.strip()}
-        else:
-            slot = " ".join(ctx.text.split())[:MAX_REQUEST]
-            doc["reschedule"] = {"slot": None, "text": slot}
-        ctx.reply(flow.text(settings.rescheduled_text, doc, slot=_short(slot)))
+        slot = " ".join(ctx.text.split())[:MAX_REQUEST]
+        doc["reschedule"] = {"slot": None, "text": slot}
         flow.finish(ctx, doc, "reschedule_requested", f"asked for {slot[:40]!r}")
+        flow.conclude(ctx, doc, settings.rescheduled_text, slot=_short(slot))
 
-    @router.message(answering(ANSWER, unrecognised=True))
+    @router.message(answering(ANSWER, unrecognised=True), fallback=True)
     async def unrecognised(ctx: Context, appointment: str) -> None:
         doc = _peek(ctx.data)[appointment]
         doc["asked_again"] = doc.get("asked_again", 0) + 1

@@ -142,8 +142,10 @@ class AppointmentSettings(BaseModel):
     Texts are templates with ``{name}`` (the appointment's name), ``{when}`` (its start in
     :attr:`timezone`, e.g. ``on Tue 14 Jan at 10:30``), ``{business}``, and in
     :attr:`slots_text` ``{slots}`` (``1 for Tue 10:00, 2 for Wed 14:30``), in
-    :attr:`rescheduled_text` ``{slot}`` (what the handset asked for). The defaults stay
-    within 2 SMS segments with a name of up to 40 characters.
+    :attr:`rescheduled_text` ``{slot}`` (what the handset asked for). In
+    :attr:`also_waiting_text` and :attr:`next_question_text`, ``{name}`` and ``{when}`` are
+    those of the *other* appointment waiting for an answer. The defaults stay within 2 SMS
+    segments with a name of up to 40 characters (also with those two added).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -195,6 +197,17 @@ class AppointmentSettings(BaseModel):
     rescheduled_text: str = (
         "Thanks {name}, we have your request to move to {slot}. We will be in touch to confirm."
     )
+    also_waiting_text: str = Field(
+        default="Your reply is about this one; we will ask about the one {when} next.",
+        description="Added to a reminder sent while another appointment of the number waits "
+        "for an answer ({name}, {when}: the other one's).",
+    )
+    next_question_text: str = Field(
+        default="Next: {name} {when}. Reply Y to confirm, N to cancel, R to reschedule.",
+        description="Added to the answer to one appointment while another of the number "
+        "still waits for an answer ({name}, {when}: the other one's); the message then asks "
+        "about that one.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -236,6 +249,8 @@ class AppointmentSettings(BaseModel):
         "reschedule_text",
         "slot_again_text",
         "rescheduled_text",
+        "also_waiting_text",
+        "next_question_text",
     )
     @classmethod
     def _check_text(cls, value: str) -> str:

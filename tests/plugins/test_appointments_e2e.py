@@ -242,17 +242,18 @@ async def test_two_pending_appointments_for_one_number(redis_server: RedisServer
         ]
 
         await phone.send("N", reply_to=first)
-        await phone.expect_reply("cancelled")
-        await phone.send("Y", reply_to=None)  # unlinked: the one reminded last
-        await phone.expect_reply("confirmed")
+        cancelled = await phone.expect_reply(r"cancelled\. Next: Sam on ")
+        assert cancelled.metadata["appointment"] == checkup  # the soonest still waiting
+        await phone.send("Y", reply_to=None)  # unlinked: the one asked about last
+        await phone.expect_reply(r"confirmed\. See you then! Next: Sam")
         await bot.settle()
-        assert await status_of(bot, scan) == "confirmed"
-        assert await status_of(bot, checkup) == "reminded"
-        await phone.send("Y", reply_to=second)
-        await phone.expect_reply("confirmed")
+        assert await status_of(bot, checkup) == "confirmed"
+        assert await status_of(bot, scan) == "reminded"
+        await phone.send("Y", reply_to=third)
+        await phone.expect_reply(r"confirmed\. See you then!$")  # none left to ask about
         await bot.settle()
         assert await status_of(bot, dentist) == "cancelled"
-        assert await status_of(bot, checkup) == "confirmed"
+        assert await status_of(bot, scan) == "confirmed"
         session = await bot.session(phone)
         assert session.timers == {}
 

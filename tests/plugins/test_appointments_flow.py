@@ -419,6 +419,38 @@ async def test_two_pending_appointments_are_told_apart_by_the_prompt_answered() 
     assert h.doc(second)["status"] == "confirmed"
 
 
+async def test_with_two_waiting_the_texts_say_which_one_a_bare_answer_is_for() -> None:
+    h = Harness()
+    first = await h.create(name="Sam", starts_in=timedelta(days=2))
+    second = await h.create(name="Kim", starts_in=timedelta(days=2, hours=2))
+    await h.advance(timedelta(days=1))
+    assert h.texts[-1].endswith("Reply Y to confirm, N to cancel, R to reschedule.")
+    await h.advance(timedelta(hours=2))
+    assert h.texts[-1] == (
+        "Hi Kim, reminder of your appointment on Wed 9 Jan at 11:00. Reply Y to confirm, "
+        "N to cancel, R to reschedule. Your reply is about this one; we will ask about the "
+        "one on Wed 9 Jan at 09:00 next."
+    )
+    assert await h.send("R")  # Kim's: rescheduling
+    assert h.doc(second)["step"] == "reschedule"
+    assert await h.send("Thursday")
+    assert h.texts[-1] == (
+        "Thanks Kim, we have your request to move to Thursday. We will be in touch to "
+        "confirm. Next: Sam on Wed 9 Jan at 09:00. Reply Y to confirm, "
+        "N to cancel, R to reschedule."
+    )
+    metadata = h.backend.replies[-1].metadata  # a bare answer now is Sam's
+    assert (metadata["prompt"], metadata["appointment"]) == ("appointment", first)
+    assert await h.send("Y")
+    assert h.texts[-1] == (
+        "Thanks Sam, your appointment on Wed 9 Jan at 09:00 is confirmed. See you then!"
+    )
+    assert (h.doc(first)["status"], h.doc(second)["status"]) == (
+        "confirmed",
+        "reschedule_requested",
+    )
+
+
 async def test_an_unlinked_answer_goes_to_the_appointment_reminded_last() -> None:
     h = Harness()
     first = await h.create(name="Sam", starts_in=timedelta(days=2))
@@ -559,6 +591,22 @@ def test_the_default_texts_fit_two_gsm_segments_with_a_long_name() -> None:
     ):
         text = settings.render(
             template, name=name, starts_at=start, slot=long_request[:60], signed=True
+        )
+        info = segments(text)
+        assert info.encoding.value == "GSM-7", text
+        assert info.segments <= 2, text
+    # With another appointment waiting: the reminder says which one a reply is about, and
+    # an answer's reply asks about the other one.
+    business = AppointmentSettings(business="A" * 40, slots=settings.slots)
+    for first, added in (
+        (business.reminder_text, business.also_waiting_text),
+        (business.confirmed_text, business.next_question_text),
+        (business.cancelled_text, business.next_question_text),
+        (business.rescheduled_text, business.next_question_text),
+    ):
+        text = " ".join(
+            business.render(template, name=name, starts_at=start, slot="x" * 60, signed=signed)
+            for template, signed in ((first, first == business.reminder_text), (added, False))
         )
         info = segments(text)
         assert info.encoding.value == "GSM-7", text
