@@ -81,9 +81,12 @@ class DataFolderInUse(RedisServerError):
 
 
 def _read_owner(fd: int) -> Owner:
+    """What the holder of the lock file ``fd`` wrote in it (nothing yet: unknown)."""
     try:
         data = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except ValueError:
+        data = None
+    if not isinstance(data, dict):
         data = {}
     pid, url = data.get("pid"), data.get("url")
     return Owner(pid if isinstance(pid, int) else None, url if isinstance(url, str) else None)
