@@ -123,6 +123,8 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(401, "Invalid authentication credentials")
     request[_API_KEY] = api_key
     account = request.headers.get("Account") or None
+    if account is not None and not account.isprintable():  # bytes not UTF-8, controls
+        return json_error(400, "Invalid Account header")
     request[_ACCOUNT] = account
     if account is not None:
         accounts = request.app[STATE].stats.accounts

@@ -14,7 +14,6 @@ by the sandbox) accepts Basic and both HMAC variants.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -118,6 +117,12 @@ class HmacAuth(httpx.Auth):
         yield request
 
 
+def _raw(text: str) -> bytes:
+    """Text as the bytes it was received as (aiohttp decodes headers as UTF-8 with
+    ``surrogateescape``), so any header value can be hashed and compared."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 _PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 
@@ -140,11 +145,11 @@ def verify(
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(rest.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, a str that is not ASCII
             return None
         basic_key, sep, basic_secret = decoded.partition(":")
         expected = credentials.get(basic_key)
-        if sep and expected is not None and hmac.compare_digest(basic_secret, expected):
+        if sep and expected is not None and hmac.compare_digest(_raw(basic_secret), _raw(expected)):
             return basic_key
         return None
     if scheme.lower() != "hmac":
@@ -166,7 +171,7 @@ def verify(
     spellings = {tuple(names), tuple("Date" if n.lower() == "date" else n for n in names)}
     for spelling in spellings:
         string = signing_string(list(spelling), lower, request_line)
-        mac = hmac.new(secret.encode(), string.encode(), _DIGESTS[algorithm]).digest()
-        if hmac.compare_digest(base64.b64encode(mac).decode(), params["signature"]):
+        mac = hmac.new(_raw(secret), _raw(string), _DIGESTS[algorithm]).digest()
+        if hmac.compare_digest(base64.b64encode(mac), _raw(params["signature"])):
             return key
     return None
