@@ -1,8 +1,8 @@
 """The management API: send through the outbox, look at messages and conversations.
 
 Every ``/api/*`` route except ``/api/openapi.json`` requires ``Authorization: Bearer
-<token>`` when a token is configured (missing or malformed → 401, wrong → 403; compared in
-constant time). ``/healthz`` and ``/readyz`` are open, for load balancers and orchestrators.
+<token>`` when a token is configured (missing or malformed, bytes that are not UTF-8
+included → 401; wrong → 403; compared as bytes in constant time). ``/healthz`` and ``/readyz`` are open, for load balancers and orchestrators.
 
 ``POST /api/messages``
     SMS, MMS or RCS to 1 to 100 recipients, validated completely before anything is queued,
@@ -249,7 +249,11 @@ class Api:
             raise ValueError("max_body must be positive")
         self.deps = deps
         self.redis = deps.store.redis
-        self._token = deps.api_token.encode() if deps.api_token is not None else None
+        self._token = (
+            deps.api_token.encode("utf-8", "surrogateescape")
+            if deps.api_token is not None
+            else None
+        )
         self._document: bytes | None = None
 
     # ------------------------------------------------------------------ plumbing
@@ -279,9 +283,10 @@ class Api:
             return
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        presented = _utf8_bytes(token.strip())
+        if scheme.lower() != "bearer" or not presented:
             raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(token.strip().encode(), self._token):
+        if not hmac.compare_digest(presented, self._token):
             raise ApiError(403, "forbidden")
 
     async def read_json(self, request: web.Request) -> Any:
@@ -660,6 +665,21 @@ def _details(error: ValidationError, prefix: str = "") -> str:
     if len(details) > 5:
         line += f" (and {len(details) - 5} more)"
     return line[:500]
+
+
+def _utf8_bytes(value: str) -> bytes | None:
+    """A header value's bytes as they were received, or ``None`` when they are not UTF-8.
+
+    aiohttp decodes header values as UTF-8 with ``surrogateescape``: a byte that is not UTF-8
+    arrives as a lone surrogate, which ``str.encode()`` refuses. Such a value can never equal
+    a configured (UTF-8) credential: it is malformed, not merely wrong.
+    """
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+        raw.decode("utf-8")
+    except UnicodeError:
+        return None
+    return raw
 
 
 def _flag(request: web.Request, name: str, *, default: bool) -> bool:

@@ -9,7 +9,7 @@ Two credentials, either of which is enough when both are configured:
   :mod:`bot.sinch.signatures`).
 * **Shared secret**: the header ``X-Webhook-Secret`` (set through a registered webhook's
   custom headers) or the query parameter ``?token=`` (a per-message ``callback_url`` cannot
-  carry headers), compared in constant time.
+  carry headers), compared as bytes, exactly as received, in constant time.
 
 With neither configured, webhooks are accepted only when ``allow_unauthenticated`` is set
 (the zero-configuration sandbox mode). Failures raise :class:`WebhookAuthError`: 401 when no
@@ -66,6 +66,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _raw(value: str) -> bytes:
+    """The bytes a header value was received as: aiohttp decodes header values as UTF-8 with
+    ``surrogateescape``, so a byte that is not UTF-8 comes back as itself (a lossy decoding
+    would turn ``\\xff`` into ``?`` and let it match a ``?`` in the secret)."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # no bytes stand for it (not from the wire): never a match
+        return b"\x00"
+
+
 class WebhookAuth:
     """Checks webhook requests against the configured credentials.
 
@@ -86,7 +96,7 @@ class WebhookAuth:
         allow_unauthenticated: bool,
     ) -> None:
         self._public_key = load_public_key(public_key) if public_key else None
-        self._secret = secret.encode() if secret else None
+        self._secret = secret.encode("utf-8", "surrogateescape") if secret else None
         self.max_skew = max_skew
         self.allow_unauthenticated = allow_unauthenticated
 
@@ -156,8 +166,7 @@ class WebhookAuth:
                 presented = True
                 # Compare every offered value (no early exit) in constant time.
                 matches = [
-                    hmac.compare_digest(value.encode("utf-8", "replace"), self._secret)
-                    for _where, value in offered
+                    hmac.compare_digest(_raw(value), self._secret) for _where, value in offered
                 ]
                 if any(matches):
                     return
