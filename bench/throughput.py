@@ -35,7 +35,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.gateway.redis_server import RedisServer, free_port  # noqa: E402
+from bot.storage.redis_server import RedisServer, free_port  # noqa: E402
 
 OURS = "+61491570157"
 SECRET = "bench-secret"

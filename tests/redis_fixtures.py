@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ they prove that an external package, not the repository's own code, can be a plu
 from __future__ import annotations
 
 from bot.app.plugins import ENTRY_POINT_GROUP, discover, load_plugins
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 
 NAME = "feedback"

@@ -26,10 +26,10 @@ import structlog
 from redis.asyncio import Redis
 
 from bot.conversation import Context, Router
-from bot.gateway.redis_server import RedisServer
 from bot.logs import add_secret, configure, forget_secrets
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 from tests.gateway.procutil import (
     GatewayProcess,

@@ -16,7 +16,7 @@ import pytest
 import redis
 import structlog
 
-from bot.gateway.redis_server import (
+from bot.storage.redis_server import (
     DataFolderInUse,
     RedisServer,
     RedisServerError,
@@ -96,7 +96,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 OWNER = """
 import sys
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 server = RedisServer(sys.argv[1]).start()
 print(server.pid, flush=True)
 sys.stdin.read()
@@ -250,7 +250,7 @@ async def test_the_supervisor_gives_up_when_the_server_cannot_start_again(
 
 
 def test_a_running_server_publishes_its_url_for_tools(tmp_path: Path) -> None:
-    from bot.gateway.redis_server import running_url
+    from bot.storage.redis_server import running_url
 
     assert running_url(tmp_path) is None
     with RedisServer(tmp_path) as server:

@@ -258,7 +258,7 @@ def _check_assembly(report: Report, settings: Settings, config: Any, *, demo: bo
 
 async def check_redis(report: Report, settings: Settings) -> None:
     """PING the gateway's Redis and look at its data."""
-    from bot.gateway.redis_server import RedisServerError, find_redis_server, running_url
+    from bot.storage.redis_server import RedisServerError, find_redis_server, running_url
 
     url = settings.redis_url
     fix = "check SINCHBOT_REDIS_URL"

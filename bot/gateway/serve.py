@@ -13,8 +13,8 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.gateway.app import GATEWAY, Role, create_app, describe
-from bot.gateway.redis_server import DataFolderInUse, Owner, owner_of
 from bot.logs import configure
+from bot.storage.redis_server import DataFolderInUse, Owner, owner_of
 
 
 class GatewayRunning(OSError):

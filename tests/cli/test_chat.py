@@ -23,9 +23,9 @@ from bot.cli import main
 from bot.cli.chat import INDENT, HandsetChat, render
 from bot.config import ENV_PREFIX
 from bot.conversation import Context, Keyword, Router
-from bot.gateway.redis_server import RedisServer
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]")

@@ -25,11 +25,11 @@ from redis.asyncio import Redis
 from bot.cli import main
 from bot.cli.doctor import Report, check_public_url
 from bot.config import ENV_PREFIX, Settings
-from bot.gateway.redis_server import RedisServer
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 from bot.sinch.models import WebhookEvent, WebhookSpec
 from bot.storage.keys import DLQ, META
+from bot.storage.redis_server import RedisServer
 
 GATEWAY = "http://127.0.0.1:8080"
 SECRET = "a-long-webhook-secret-0123456789"

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.gateway.redis_server import free_port
+from bot.storage.redis_server import free_port
 
 __all__ = [
     "REPO_ROOT",

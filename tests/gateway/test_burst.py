@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.gateway.redis_server import RedisServer, free_port
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.storage.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERSATIONS = 200

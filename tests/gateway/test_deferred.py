@@ -25,7 +25,6 @@ from redis.asyncio import Redis
 from bot.gateway.api import ApiDeps, api_routes
 from bot.gateway.app import GATEWAY, Gateway
 from bot.gateway.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
-from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.workers import WorkerRegistry
 from bot.inbox.handling import EventContext, GatewayLimits, Session
 from bot.outbox.queue import queue_requests
@@ -35,6 +34,7 @@ from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage, parse_inbound
 from bot.storage.events import InboxEvent, OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.redis_server import RedisServer, free_port
 from bot.storage.store import Batch, Store
 from tests.gateway.procutil import eventually
 from tests.gateway.test_app import AUTH, TOKEN, get_json, production

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from bot.gateway.keys import conversation_key
-from bot.gateway.redis_server import find_redis_server
+from bot.storage.redis_server import find_redis_server
 from tests.gateway.procutil import (
     SERVE,
     GatewayProcess,

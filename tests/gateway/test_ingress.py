@@ -277,7 +277,7 @@ async def test_concurrent_webhooks_share_round_trips(redis: Redis) -> None:
 
 
 async def test_a_redis_failure_reaches_every_waiting_webhook(tmp_path: Any) -> None:
-    from bot.gateway.redis_server import RedisServer
+    from bot.storage.redis_server import RedisServer
     from bot.storage.store import Store
 
     server = RedisServer(tmp_path).start()

@@ -19,7 +19,7 @@ from bot.app.metrics import CONTENT_TYPE
 from bot.config import Settings
 from bot.conversation import Context, Keyword, Router
 from bot.gateway.app import Gateway, describe
-from bot.gateway.redis_server import RedisServer, free_port
+from bot.storage.redis_server import RedisServer, free_port
 from bot.testing import BotTester
 from tests.gateway.procutil import eventually
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bot.conversation import Context, Keyword, Router
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 
 NIGHT = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)  # 23:00 in Sydney (AEDT, UTC+11)

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app.plugins import Plugin
 from bot.conversation import Context, Keyword, Router, State, States
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester, Phone
 from plugins.appointments import plugin as appointments
 
