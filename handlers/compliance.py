@@ -6,15 +6,25 @@ plugin's flow:
 
 - **A stop word** (whole message, case, whitespace and surrounding punctuation ignored:
   ``"stop!"``, ``" Stop "``) suppresses the handset (:mod:`bot.gateway.suppression`, in the
-  event's batch, so it commits atomically with the event) and sends ONE confirmation with
-  origin ``compliance``, which the sender lets through to a suppressed handset. A repeated
-  STOP suppresses again (and is audited) but is not confirmed twice. The session is not
-  touched: a flow in progress stays where it is, and whatever it sends later is held back
-  by the sender and recorded ``suppressed``.
-- **The provider's opt-out notification** (``InboundMessage.kind == "opt_out"``; MessageMedia
-  blacklists the number itself) suppresses the handset without a confirmation. The STOP
-  message it comes with is still confirmed once, whichever of the two arrives first (the
-  entry's ``confirmed`` flag says whether we confirmed already).
+  event's batch, so it commits atomically with the event). The handset gets ONE
+  confirmation, from one side:
+
+  - by default (``provider_confirms``) from the provider: MessageMedia blacklists a number
+    as soon as it texts an opt-out keyword, so a confirmation we sent after that would be
+    refused (rejected 302); the provider sends its own (docs/sandbox.md), and we send
+    nothing and record the opt-out as confirmed by the provider;
+  - with ``provider_confirms = false`` (an account that handles opt-outs itself: the
+    provider blocks nothing) from us: ``stop_reply`` with origin ``compliance``, which the
+    sender lets through to a suppressed handset.
+
+  The ``optout`` timeline entry says which (``confirmed_by``: ``provider`` or
+  ``gateway``). A repeated STOP suppresses again (and is audited) but is not confirmed
+  twice. The session is not touched: a flow in progress stays where it is, and whatever it
+  sends later is held back by the sender and recorded ``suppressed``.
+- **The provider's opt-out notification** (``InboundMessage.kind == "opt_out"``) suppresses
+  the handset too, and confirms nothing itself: the STOP message it comes with is
+  confirmed once, whichever of the two arrives first (the entry's ``confirmed`` flag says
+  whether the opt-out is confirmed already).
 - **A start word** from a suppressed handset opts it back in, removes it from the
   provider's blacklist (when a provider client is given; failures are logged, the call is
   idempotent) and confirms. From a handset that is NOT suppressed, start words are not
@@ -110,8 +120,16 @@ class ComplianceSettings(BaseModel):
     extra_stop_words: list[str] = Field(default_factory=list)
     extra_start_words: list[str] = Field(default_factory=list)
     extra_help_words: list[str] = Field(default_factory=list)
+    provider_confirms: bool = True
+    """The provider confirms opt-outs itself: it blacklists a number that texts an opt-out
+    keyword and sends it the confirmation (MessageMedia's automatic opt-out handling, and
+    what the sandbox does by default). The gateway then sends none (the provider would
+    refuse it: the number is on its blacklist) and records the opt-out as confirmed by the
+    provider. ``false``: the account handles opt-outs itself and the provider blocks
+    nothing; the gateway confirms with :attr:`stop_reply`."""
     stop_reply: str | None = DEFAULT_STOP_REPLY
-    """The one opt-out confirmation (``None``: none is sent). No marketing in it."""
+    """Our one opt-out confirmation, sent when :attr:`provider_confirms` is false
+    (``None``: none is sent). No marketing in it."""
     start_reply: str | None = DEFAULT_START_REPLY
     """The opt-in confirmation (``None``: none is sent)."""
     help_text: str = DEFAULT_HELP_TEXT
@@ -215,7 +233,12 @@ def build_router(
     async def is_suppressed(ctx: Context) -> bool:
         return await current(ctx) is not None
 
-    def suppress(ctx: Context, via: suppression.Via, word: str | None, confirmed: bool) -> None:
+    def suppress(
+        ctx: Context,
+        via: suppression.Via,
+        word: str | None,
+        confirmed_by: suppression.ConfirmedBy | None,
+    ) -> None:
         gw = event_context(ctx)
         suppression.suppress(
             gw.batch,
@@ -224,25 +247,37 @@ def build_router(
             via=via,
             word=word,
             conversation=gw.conversation,
-            confirmed=confirmed,
+            confirmed=confirmed_by is not None,
+            confirmed_by=confirmed_by,
             timeline_max=gw.limits.timeline_max,
             ttl_ms=gw.limits.ttl_ms,
         )
+
+    def earlier(previous: suppression.OptOut) -> suppression.ConfirmedBy:
+        # An entry confirmed before ``confirmed_by`` was recorded was confirmed by us.
+        return previous.confirmed_by or "gateway"
 
     @router.message(Custom(_is_opt_out_notice))
     async def provider_opt_out(ctx: Context) -> None:
         previous = await current(ctx)
         word = normalise(ctx.text).upper() or None
-        suppress(ctx, "provider", word, previous is not None and previous.confirmed)
+        if previous is not None and previous.confirmed:
+            suppress(ctx, "provider", word, earlier(previous))
+        else:
+            suppress(ctx, "provider", word, "provider" if settings.provider_confirms else None)
 
     @router.message(Custom(_is_message), Keyword(*settings.stops))
     async def stop(ctx: Context, keyword: str) -> None:
         previous = await current(ctx)
-        confirmed = previous is not None and previous.confirmed
-        confirm = settings.stop_reply is not None and not confirmed
-        suppress(ctx, "keyword", keyword, confirmed or confirm)
-        if confirm and settings.stop_reply is not None:
+        if previous is not None and previous.confirmed:
+            suppress(ctx, "keyword", keyword, earlier(previous))
+        elif settings.provider_confirms:
+            suppress(ctx, "keyword", keyword, "provider")
+        elif settings.stop_reply is not None:
+            suppress(ctx, "keyword", keyword, "gateway")
             ctx.reply(settings.stop_reply, origin=suppression.COMPLIANCE_ORIGIN)
+        else:
+            suppress(ctx, "keyword", keyword, None)
 
     if settings.starts:
 

@@ -74,6 +74,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         "receipt_url": args.receipt_url,
         "signing": args.sign,
         "step_delay": args.receipt_delay,
+        "opt_out_handling": args.opt_outs,
     }
     if args.numbers:
         options["numbers"] = [normalise_phone(n) for n in split_values(args.numbers)]
@@ -154,6 +155,13 @@ def _add_sandbox(commands: Any) -> None:
         type=positive_float,
         metavar="S",
         help="seconds between the steps of a message's delivery (enroute, submitted, delivered)",
+    )
+    parser.add_argument(
+        "--opt-outs",
+        choices=("provider", "blacklist", "account"),  # bot.sandbox.config.OPT_OUT_HANDLING
+        help="what the provider does with an opt-out keyword: blacklist the number and "
+        "confirm (provider, the default), only blacklist, or nothing (account: the account "
+        "handles opt-outs itself)",
     )
     parser.add_argument(
         "--sign", action="store_true", default=None, help="sign pushed webhooks (RSA)"

@@ -9,7 +9,8 @@ all of our numbers.
 - Writes are operations added to a :class:`~bot.gateway.store.Batch` (:func:`suppress`,
   :func:`unsuppress`), so a handler's opt-out commits atomically with the event that asked
   for it; each also records ``optout`` / ``optin`` on the conversation's timeline (the
-  audit trail). :func:`suppress_numbers` and :func:`unsuppress_number` do the same outside
+  audit trail; an ``optout`` entry says whether the opt-out is confirmed and by whom:
+  :data:`ConfirmedBy`). :func:`suppress_numbers` and :func:`unsuppress_number` do the same outside
   a handler (the management API).
 - Reads: :func:`lookup` (one number, seeing the writes still pending in a handler's batch:
   a STOP and a START in one inbox batch must see each other), :func:`is_suppressed`,
@@ -43,6 +44,7 @@ from bot.gateway.store import RANK_ERROR, Batch, Store, text
 __all__ = [
     "COMPLIANCE_ORIGIN",
     "SUPPRESSED",
+    "ConfirmedBy",
     "OptOut",
     "Via",
     "conversations_of",
@@ -66,6 +68,19 @@ Via = Literal["keyword", "provider", "api"]
 """How an opt-out or opt-in arrived: the handset's keyword, the provider's opt-out
 notification, or an operator (management API)."""
 
+ConfirmedBy = Literal["gateway", "provider"]
+"""Who sent the handset its opt-out confirmation: our compliance handler (origin
+``compliance``), or the provider, which blacklists the number and confirms by itself."""
+
+
+def _confirmer(value: object) -> ConfirmedBy | None:
+    """A stored ``confirmed_by`` read back (anything else: ``None``)."""
+    if value == "gateway":
+        return "gateway"
+    if value == "provider":
+        return "provider"
+    return None
+
 
 @dataclass(frozen=True)
 class OptOut:
@@ -80,7 +95,10 @@ class OptOut:
     conversation: str | None = None
     """The conversation it arrived in, when there was one."""
     confirmed: bool = False
-    """Our opt-out confirmation was sent (a repeated STOP gets no second one)."""
+    """The handset's opt-out confirmation went out (a repeated STOP gets no second one)."""
+    confirmed_by: ConfirmedBy | None = None
+    """Who sent it (:data:`ConfirmedBy`); ``None`` while unconfirmed, and for entries
+    written before this was recorded."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
@@ -99,6 +117,7 @@ class OptOut:
                 word=value.get("word"),
                 conversation=value.get("conversation"),
                 confirmed=bool(value.get("confirmed", False)),
+                confirmed_by=_confirmer(value.get("confirmed_by")),
             )
         except ValueError:
             return cls(at="", via="unknown")
@@ -135,23 +154,35 @@ def suppress(
     word: str | None = None,
     conversation: str | None = None,
     confirmed: bool = False,
+    confirmed_by: ConfirmedBy | None = None,
 ) -> OptOut:
     """Suppress ``number`` (in ``keys``'s partition: ``partition_of(number)``) and record
     ``optout`` on ``conversation``'s timeline (default: the shared pool's conversation with
-    ``number``). Suppressing again rewrites the entry; pass on ``confirmed`` from the
-    previous one when no confirmation goes out this time. Returns the entry."""
-    entry = OptOut(_now(), via, word, conversation, confirmed)
+    ``number``), with ``confirmed`` and ``confirmed_by``. Suppressing again rewrites the
+    entry; pass on ``confirmed`` and ``confirmed_by`` from the previous one when no
+    confirmation goes out this time. Returns the entry."""
+    entry = OptOut(_now(), via, word, conversation, confirmed, confirmed_by)
     batch.hset(keys.optout, {number: entry.to_json()})
     _audit(
         batch,
         keys,
         conversation or conversation_key(None, number),
         "optout",
-        {"via": via, "word": word, "confirmed": confirmed},
+        _optout_data(entry),
         timeline_max=timeline_max,
         ttl_ms=ttl_ms,
     )
     return entry
+
+
+def _optout_data(entry: OptOut) -> dict[str, Any]:
+    """An ``optout`` timeline entry's data."""
+    return {
+        "via": entry.via,
+        "word": entry.word,
+        "confirmed": entry.confirmed,
+        "confirmed_by": entry.confirmed_by,
+    }
 
 
 def unsuppress(
@@ -318,8 +349,8 @@ async def suppress_numbers(
 ) -> set[str]:
     """Suppress ``numbers`` outside a handler (an operator's opt-out): one atomic batch
     per partition, an ``optout`` entry on every known conversation of each number (the
-    shared pool's when there is none). An entry's ``confirmed`` flag is kept. Returns the
-    numbers that were not suppressed before."""
+    shared pool's when there is none). An entry's ``confirmed`` and ``confirmed_by`` are
+    kept. Returns the numbers that were not suppressed before."""
     by_partition: dict[int, list[str]] = {}
     for number in dict.fromkeys(numbers):
         by_partition.setdefault(partition_of(number, partitions), []).append(number)
@@ -337,15 +368,15 @@ async def suppress_numbers(
             if previous is None:
                 fresh.add(number)
             listed = known.get(number, [])
-            confirmed = previous.confirmed if previous else False
-            suppress(
+            entry = suppress(
                 batch,
                 keys,
                 number,
                 via=via,
                 word=word,
                 conversation=listed[0] if listed else None,
-                confirmed=confirmed,
+                confirmed=previous.confirmed if previous else False,
+                confirmed_by=previous.confirmed_by if previous else None,
                 timeline_max=timeline_max,
                 ttl_ms=ttl_ms,
             )
@@ -355,7 +386,7 @@ async def suppress_numbers(
                     keys,
                     conversation,
                     "optout",
-                    {"via": via, "word": word, "confirmed": confirmed},
+                    _optout_data(entry),
                     timeline_max=timeline_max,
                     ttl_ms=ttl_ms,
                 )

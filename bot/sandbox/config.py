@@ -3,6 +3,10 @@
 Every provider-side delay (the receipt steps, the retry backoff of ``callback_url`` pushes,
 the ``retry_delay`` of Webhooks-API webhooks) is multiplied by :attr:`SandboxConfig.time_scale`,
 so a test can run the provider's real schedules a hundred times faster with ``time_scale=0.01``.
+
+What the provider does when a handset texts an opt-out keyword is
+:attr:`SandboxConfig.opt_out_handling` (docs/sandbox.md says which part of it the provider
+documents and which part is our assumption).
 """
 
 from __future__ import annotations
@@ -10,15 +14,31 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
-__all__ = ["DEFAULT_RCS_PATHS", "SandboxConfig"]
+__all__ = [
+    "DEFAULT_OPT_OUT_REPLY",
+    "DEFAULT_RCS_PATHS",
+    "OPT_OUT_HANDLING",
+    "OptOutHandling",
+    "SandboxConfig",
+]
 
 DEFAULT_RCS_PATHS: tuple[str, ...] = (
     "/v1/int-power-automate/send-message-v2",
     "/v2/int-power-automate/message",
 )
 """The connector's RCS send paths (newer and older binding, spec §1)."""
+
+OptOutHandling = Literal["provider", "blacklist", "account"]
+"""What the provider does with a handset's opt-out keyword (:attr:`SandboxConfig.opt_out_handling`)."""
+OPT_OUT_HANDLING: Final[tuple[str, ...]] = get_args(OptOutHandling)
+
+DEFAULT_OPT_OUT_REPLY: Final = (
+    "You have opted out and will receive no more messages from this number. "
+    "Reply START to opt back in."
+)
+"""The provider's own opt-out confirmation (``opt_out_handling="provider"``)."""
 
 _E164 = re.compile(r"^\+[0-9]{8,15}$")
 
@@ -57,6 +77,20 @@ class SandboxConfig:
 
     rcs_paths: Sequence[str] = DEFAULT_RCS_PATHS
     """Paths that accept RCS sends."""
+
+    opt_out_handling: OptOutHandling = "provider"
+    """What happens when a handset texts an opt-out keyword (every keyword also fires an
+    ``OPT_OUT_SMS`` notification):
+
+    * ``"provider"``: the provider blacklists the number, so every later send to it is
+      rejected 302, and sends the handset its own confirmation (:attr:`opt_out_reply`) from
+      the number the keyword went to: once, when the keyword puts the number on the
+      blacklist (a repeated STOP is not confirmed again);
+    * ``"blacklist"``: it blacklists the number and sends nothing;
+    * ``"account"``: the account handles opt-outs itself: nothing is blacklisted, and the
+      blacklist (kept through its API) does not affect sends."""
+    opt_out_reply: str = DEFAULT_OPT_OUT_REPLY
+    """The provider's confirmation under ``opt_out_handling="provider"``."""
 
     signing: bool = False
     """Create and enable an RSA signature key at start, so every push is signed."""
@@ -112,6 +146,12 @@ class SandboxConfig:
             raise ValueError("callback_attempts must be at least 1")
         if self.push_concurrency < 1:
             raise ValueError("push_concurrency must be at least 1")
+        if self.opt_out_handling not in OPT_OUT_HANDLING:
+            raise ValueError(
+                f"opt_out_handling {self.opt_out_handling!r} is not one of {OPT_OUT_HANDLING}"
+            )
+        if not self.opt_out_reply.strip():
+            raise ValueError("opt_out_reply must not be empty")
         for path in self.rcs_paths:
             if not path.startswith("/"):
                 raise ValueError(f"rcs path {path!r} must start with '/'")

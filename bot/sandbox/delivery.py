@@ -5,7 +5,8 @@ delivered (220), one step every ``step_delay`` seconds (times ``time_scale``). T
 all messages accepted by one call share one timer per step, so a 100-message call costs three
 timer callbacks, not three hundred tasks. Other endings:
 
-* a blacklisted destination is rejected at once (302, no enroute);
+* a blacklisted destination is rejected at once (302, no enroute), unless the account
+  handles opt-outs itself (``opt_out_handling="account"``);
 * a per-destination outcome replaces the final step (``failed 414`` after submitted,
   ``rejected 412`` or ``expired 320`` after enroute, ``enroute`` / ``submitted`` stop there);
 * a passed ``message_expiry_timestamp`` ends the message as expired (320 before submission,
@@ -20,7 +21,9 @@ event (rendered with the webhook's Velocity template, or the provider's sample s
 ``receipt_url`` with the connector's DR template. Each inbound message goes to the original
 message's ``callback_url`` (Reply object), to ``RECEIVED_SMS``/``RECEIVED_MMS`` webhooks and
 to ``webhook_url`` with the connector's MO template; an opt-out keyword additionally fires
-``OPT_OUT_SMS`` (to its webhooks and to ``webhook_url``).
+``OPT_OUT_SMS`` (to its webhooks and to ``webhook_url``). The provider's own opt-out
+confirmation (:meth:`~bot.sandbox.state.SandboxState.confirm_opt_out`) reaches the handset
+at once and is pushed nowhere: it is not the account's message.
 """
 
 from __future__ import annotations

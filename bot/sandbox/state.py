@@ -341,6 +341,7 @@ class Stats:
                     "billing_units",
                     "inbound",
                     "opt_outs",
+                    "opt_out_confirmations",
                 )
             }
             | dict(self.messages),
@@ -443,9 +444,10 @@ class SandboxState:
         return message
 
     def outcome_for(self, message: Message) -> Outcome:
-        """How a message will end: blacklisted → rejected 302, an outcome rule, else
-        delivered 220 (RCS without RCS handset and without fallback: failed 413)."""
-        if message.destination in self.blacklist:
+        """How a message will end: blacklisted → rejected 302 (unless the account handles
+        opt-outs itself), an outcome rule, else delivered 220 (RCS without RCS handset and
+        without fallback: failed 413)."""
+        if message.destination in self.blacklist and self.config.opt_out_handling != "account":
             return Outcome(DeliveryStatus.REJECTED, 302)
         rule = self.outcomes.get(message.destination)
         if rule is not None:
@@ -501,9 +503,31 @@ class SandboxState:
             "subject": request.subject,
             "rcs": rcs,
             "time": time.time(),
+            "origin": "account",
         }
         handset.received.append(entry)
         handset.latest[message.source] = message
+        return entry
+
+    def confirm_opt_out(self, handset: Handset, source: str) -> dict[str, Any]:
+        """The provider's own opt-out confirmation, from ``source`` (the number the keyword
+        went to), straight into the handset's inbox: it is not one of the account's messages
+        (no id to look up, no delivery reports), and the handset's replies still correlate
+        with the account's last message."""
+        entry: dict[str, Any] = {
+            "message_id": new_id(),
+            "content": self.config.opt_out_reply,
+            "format": "SMS",
+            "source_number": source,
+            "metadata": {},
+            "media": [],
+            "subject": None,
+            "rcs": None,
+            "time": time.time(),
+            "origin": "provider",
+        }
+        handset.received.append(entry)
+        self.stats.messages["opt_out_confirmations"] += 1
         return entry
 
     # ------------------------------------------------------------------ handsets
@@ -527,7 +551,8 @@ class SandboxState:
     ) -> Inbound:
         """A handset sends a message. ``reply_to`` is a message id, ``"latest"`` (the last
         message this handset got from ``to``) or ``None`` (unsolicited). An opt-out keyword
-        blacklists the handset and adds a notification id.
+        adds a notification id and is handled as :attr:`SandboxConfig.opt_out_handling` says
+        (by default: the handset is blacklisted and gets the provider's confirmation).
 
         Raises :class:`NotFound` for an unknown ``reply_to`` id."""
         handset = self.handset(handset_number)
@@ -574,8 +599,12 @@ class SandboxState:
         )
         if choice is None and is_opt_out(content):
             inbound.notification_id = new_id()
-            self.blacklist[handset_number] = None
             self.stats.messages["opt_outs"] += 1
+            handling = self.config.opt_out_handling
+            if handling != "account" and handset_number not in self.blacklist:
+                self.blacklist[handset_number] = None
+                if handling == "provider":
+                    self.confirm_opt_out(handset, to)
         handset.sent.append(
             {
                 "reply_id": inbound.reply_id,

@@ -1,7 +1,12 @@
 """Opt-out compliance: the ``compliance`` router over real EventContexts and Redis (as the
 inbox consumer runs it: one batch, sessions written with their version check), the sender
 holding back what a suppressed handset would get, and the whole gateway in-process against
-the sandbox provider."""
+the sandbox provider.
+
+By default the provider confirms an opt-out (it blacklists the number, so ours would be
+refused); ``OWN`` is the configuration of an account that handles opt-outs itself, where
+the gateway sends the one confirmation. tests/handlers/test_stop_confirmation.py reads what
+the handset receives in both."""
 
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ LIMITS = GatewayLimits(timeline_max=100, ttl_ms=3_600_000)
 OURS, OTHER = "+61491570157", "+61491570159"
 H = "+61491570156"
 SETTINGS = ComplianceSettings()
+OWN = ComplianceSettings(provider_confirms=False)
 STOP_REPLY = SETTINGS.stop_reply
 START_REPLY = SETTINGS.start_reply
 HELP = SETTINGS.help_text
@@ -169,24 +175,40 @@ def inbox(redis: Redis) -> Inbox:
         ("opt-out", None),
     ],
 )
-async def test_a_stop_word_suppresses_and_is_confirmed(
-    inbox: Inbox, text: str, word: str | None
+@pytest.mark.parametrize("settings", [SETTINGS, OWN], ids=["provider-confirms", "own"])
+async def test_a_stop_word_suppresses_and_is_confirmed_once(
+    redis: Redis, settings: ComplianceSettings, text: str, word: str | None
 ) -> None:
+    inbox = Inbox(redis, engine(redis, settings=settings))
     replies = await inbox.send(text)
     entry = await inbox.entry()
     if word is None:  # not a stop word: the plugins' fallback answers
         assert entry is None
         assert replies == [(f"fallback: {text}", "reply")]
         return
-    assert replies == [(STOP_REPLY, "compliance")]
     assert entry is not None
     assert (entry.via, entry.word, entry.confirmed) == ("keyword", word, True)
     assert entry.conversation == conversation_key(OURS, H)
-    kinds = [e["kind"] for e in await inbox.timeline()]
-    assert kinds == ["inbound", "optout", "outbound"]
+    timeline = await inbox.timeline()
+    if settings.provider_confirms:  # the provider confirms: we send nothing
+        assert replies == []
+        assert [e["kind"] for e in timeline] == ["inbound", "optout"]
+        confirmed_by = "provider"
+    else:
+        assert replies == [(STOP_REPLY, "compliance")]
+        assert [e["kind"] for e in timeline] == ["inbound", "optout", "outbound"]
+        confirmed_by = "gateway"
+    assert entry.confirmed_by == confirmed_by
+    assert timeline[1]["data"] == {
+        "via": "keyword",
+        "word": word,
+        "confirmed": True,
+        "confirmed_by": confirmed_by,
+    }
 
 
-async def test_a_repeated_stop_is_not_confirmed_again(inbox: Inbox) -> None:
+async def test_a_repeated_stop_is_not_confirmed_again(redis: Redis) -> None:
+    inbox = Inbox(redis, engine(redis, settings=OWN))
     assert await inbox.send("STOP") == [(STOP_REPLY, "compliance")]
     assert await inbox.send("stop") == []
     # Twice in one inbox batch: the second sees the first's pending write.
@@ -195,13 +217,16 @@ async def test_a_repeated_stop_is_not_confirmed_again(inbox: Inbox) -> None:
     assert [r.text for r in replies] == [STOP_REPLY]
     entry = await inbox.entry(other)
     assert entry is not None and entry.word == "END" and entry.confirmed
-    audit = [e for e in await inbox.timeline() if e["kind"] == "optout"]
+    assert entry.confirmed_by == "gateway"
+    audit = [e["data"] for e in await inbox.timeline() if e["kind"] == "optout"]
     assert len(audit) == 2  # every STOP is audited
+    assert all(a["confirmed_by"] == "gateway" for a in audit)
 
 
 async def test_the_providers_notification_suppresses_without_a_confirmation(
-    inbox: Inbox,
+    redis: Redis,
 ) -> None:
+    inbox = Inbox(redis, engine(redis, settings=OWN))
     assert await inbox.send("STOP", kind="opt_out") == []
     entry = await inbox.entry()
     assert entry is not None and (entry.via, entry.word, entry.confirmed) == (
@@ -214,6 +239,7 @@ async def test_the_providers_notification_suppresses_without_a_confirmation(
     assert await inbox.send("STOP", kind="opt_out") == []
     entry = await inbox.entry()
     assert entry is not None and entry.via == "provider" and entry.confirmed
+    assert entry.confirmed_by == "gateway"
     assert await inbox.send("STOP") == []
 
     # Both in one batch, in either order: one confirmation.
@@ -223,11 +249,44 @@ async def test_the_providers_notification_suppresses_without_a_confirmation(
         assert [r.text for r in replies] == [STOP_REPLY]
 
 
+async def test_when_the_provider_confirms_its_notification_and_the_stop_send_nothing(
+    inbox: Inbox,
+) -> None:
+    assert await inbox.send("STOP", kind="opt_out") == []
+    entry = await inbox.entry()
+    assert entry is not None
+    assert (entry.via, entry.confirmed, entry.confirmed_by) == ("provider", True, "provider")
+    assert await inbox.send("Stop") == []
+    entry = await inbox.entry()
+    assert entry is not None and entry.via == "keyword" and entry.confirmed_by == "provider"
+    for i, order in enumerate((("opt_out", "message"), ("message", "opt_out"))):
+        number = handset(10 + i)
+        assert await inbox.batch(*(message("STOP", sender=number, kind=k) for k in order)) == []
+        entry = await inbox.entry(number)
+        assert entry is not None and entry.confirmed_by == "provider"
+
+
+async def test_an_opt_out_confirmed_before_confirmed_by_was_recorded_stays_ours(
+    redis: Redis,
+) -> None:
+    keys = keys_of(H)
+    await redis.hset(
+        keys.optout,
+        H,
+        '{"at":"2026-01-01T00:00:00+00:00","via":"keyword",'
+        '"word":"STOP","conversation":null,"confirmed":true}',
+    )
+    inbox = Inbox(redis, engine(redis))
+    assert await inbox.send("STOP") == []
+    entry = await inbox.entry()
+    assert entry is not None and (entry.confirmed, entry.confirmed_by) == (True, "gateway")
+
+
 async def test_stop_leaves_a_flow_in_progress_as_it_is(inbox: Inbox, redis: Redis) -> None:
     assert await inbox.send("book") == [("Tue 10:00? Reply YES to take it.", "reply")]
     session_key = keys_of(H).session(conversation_key(OURS, H))
     before = await redis.hgetall(session_key)
-    assert await inbox.send("STOP") == [(STOP_REPLY, "compliance")]
+    assert await inbox.send("STOP") == []  # the provider confirms
     assert await redis.hgetall(session_key) == before  # not even re-written
     session = Session.from_hash(conversation_key(OURS, H), before)
     assert (session.state, session.data) == (Booking.asked.name, {"offered": "tue-10"})
@@ -252,25 +311,26 @@ async def test_a_start_word_opts_a_suppressed_number_back_in(
 ) -> None:
     inbox = Inbox(redis, engine(redis, provider=client))
     await client.blacklist_add([H])  # what the provider does on STOP
-    assert await inbox.send("STOP") == [(STOP_REPLY, "compliance")]
+    assert await inbox.send("STOP") == []  # the provider confirms
     assert await inbox.send("Start!") == [(START_REPLY, "compliance")]
     assert await inbox.entry() is None
     assert H not in sandbox.state.blacklist
     kinds = [e["kind"] for e in await inbox.timeline()]
-    assert kinds == ["inbound", "optout", "outbound", "inbound", "optin", "outbound"]
-    assert (await inbox.timeline())[4]["data"] == {"via": "keyword", "word": "START"}
+    assert kinds == ["inbound", "optout", "inbound", "optin", "outbound"]
+    assert (await inbox.timeline())[3]["data"] == {"via": "keyword", "word": "START"}
     # Opted in: YES is the plugin's answer again.
     assert await inbox.send("yes") == [("plugin got yes", "reply")]
 
     # YES opts in too while suppressed; a provider that refuses the removal (the number is
     # not on its blacklist: 404) does not stop the opt-in.
     other = handset(2)
-    assert await inbox.send("STOP", sender=other) == [(STOP_REPLY, "compliance")]
+    assert await inbox.send("STOP", sender=other) == []
     assert await inbox.send("Yes.", sender=other) == [(START_REPLY, "compliance")]
     assert await inbox.entry(other) is None
 
 
-async def test_suppression_is_per_handset_across_our_numbers(inbox: Inbox) -> None:
+async def test_suppression_is_per_handset_across_our_numbers(redis: Redis) -> None:
+    inbox = Inbox(redis, engine(redis, settings=OWN))
     assert await inbox.send("STOP", to=OURS) == [(STOP_REPLY, "compliance")]
     assert await inbox.send("HELP", to=OTHER) == [(HELP, "compliance")]
     assert await inbox.send("stop", to=OTHER) == []  # already confirmed (through OURS)
@@ -279,7 +339,8 @@ async def test_suppression_is_per_handset_across_our_numbers(inbox: Inbox) -> No
     assert [e["kind"] for e in await inbox.timeline(ours=OTHER)][-2:] == ["optin", "outbound"]
 
 
-async def test_stop_and_start_in_one_batch_see_each_other(inbox: Inbox) -> None:
+async def test_stop_and_start_in_one_batch_see_each_other(redis: Redis) -> None:
+    inbox = Inbox(redis, engine(redis, settings=OWN))
     replies = await inbox.batch(message("STOP"), message("START"), message("STOP"))
     assert [r.text for r in replies] == [STOP_REPLY, START_REPLY, STOP_REPLY]
     entry = await inbox.entry()
@@ -301,6 +362,7 @@ async def test_help_is_answered_also_while_suppressed(inbox: Inbox) -> None:
 
 async def test_settings_extend_replace_and_check_the_keywords(inbox: Inbox, redis: Redis) -> None:
     custom = ComplianceSettings(
+        provider_confirms=False,
         extra_stop_words=["ARRET", "Désabonner"],
         start_words=["UNSTOP"],
         help_words=[],
@@ -313,6 +375,7 @@ async def test_settings_extend_replace_and_check_the_keywords(inbox: Inbox, redi
     assert await inbox.send("Arret") == []  # suppressed, no confirmation configured
     entry = await inbox.entry()
     assert entry is not None and entry.word == "ARRET" and not entry.confirmed
+    assert entry.confirmed_by is None
     assert await inbox.send("désabonner") == []
     assert await inbox.send("help") == [("fallback: help", "reply")]
     assert await inbox.send("start") == [("fallback: start", "reply")]  # not a start word here
@@ -328,6 +391,7 @@ async def test_settings_extend_replace_and_check_the_keywords(inbox: Inbox, redi
         {"stop_words": [], "extra_stop_words": []},
         {"stop_reply": "  "},
         {"stop_word": ["STOP"]},
+        {"provider_confirms": "sometimes"},
     ):
         with pytest.raises(pydantic.ValidationError):
             ComplianceSettings.model_validate(bad)
@@ -342,8 +406,9 @@ async def test_the_router_needs_the_gateway(redis: Redis) -> None:
 
 
 async def test_a_reply_queued_before_the_stop_is_held_back_by_the_sender(
-    inbox: Inbox, redis: Redis, sandbox: Sandbox
+    redis: Redis, sandbox: Sandbox
 ) -> None:
+    inbox = Inbox(redis, engine(redis, settings=OWN))  # our confirmation goes out
     [pong] = await inbox.batch(message("ping"))
     [confirmation] = await inbox.batch(message("STOP"))
     client = sandbox.client()
@@ -489,12 +554,18 @@ async def test_the_gateway_honours_opt_outs_end_to_end(
             await eventually(lambda: len(phone.received) == 1, what="the plugin's answer")
             assert phone.received[0]["content"] == "plugin got yes"
 
-            # STOP: the sandbox blacklists the handset and pushes the message and its
-            # opt-out notification; one confirmation leaves (the provider then refuses it:
-            # the number is on its blacklist).
+            # STOP: the sandbox blacklists the handset, confirms the opt-out itself and
+            # pushes the message and its opt-out notification; the gateway sends no
+            # confirmation of its own (the provider would refuse it).
             await phone.send("STOP")
             await eventually(lambda: audited("optout", 2), what="both opt-outs handled")
-            await eventually(lambda: provider_got(STOP_REPLY) == 1, what="the confirmation")
+
+            def confirmations() -> list[str]:
+                return [
+                    m["origin"] for m in phone.received if m["content"] == sb.config.opt_out_reply
+                ]
+
+            assert confirmations() == ["provider"]
 
             # Neither an API send nor a handler's reply reaches the provider now.
             held = await api_send(H, "Our spring sale starts today")
@@ -527,7 +598,7 @@ async def test_the_gateway_honours_opt_outs_end_to_end(
             assert H not in sb.state.blacklist
             welcome = await api_send(H, "Welcome back")
             await eventually(lambda: status_is(welcome, "delivered"), what="a delivered send")
-            assert provider_got(STOP_REPLY) == 1
+            assert provider_got(STOP_REPLY) == 0 and confirmations() == ["provider"]
             kinds = [e["kind"] for e in (await view())["timeline"]]
             assert kinds.count("optout") == 4 and kinds.count("optin") == 1
 

@@ -7,7 +7,7 @@ import base64
 import httpx
 import pytest
 
-from bot.sandbox import Sandbox
+from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 from bot.sinch.models import Channel, parse_event, parse_inbound
 from bot.sinch.templates import MO_TEMPLATE
@@ -173,6 +173,64 @@ async def test_opt_out_blacklists_and_notifies(
     assert sandbox.stats()["messages"]["opt_outs"] == 1
 
 
+async def test_the_provider_confirms_an_opt_out_once_from_the_number_it_went_to(
+    sandbox: Sandbox, http: httpx.AsyncClient
+) -> None:
+    [accepted] = await send(http, sms(source_number=SECOND_NUMBER, content="Reminder"))
+    await sandbox.wait_idle()
+    phone = sandbox.handset(HANDSET)
+    await phone.send("Stop", reply_to="latest", to=SECOND_NUMBER)
+    received = (await http.get(f"/_sandbox/handsets/{HANDSET}/messages")).json()
+    assert [(m["content"], m["source_number"], m["origin"]) for m in received] == [
+        ("Reminder", SECOND_NUMBER, "account"),
+        (sandbox.config.opt_out_reply, SECOND_NUMBER, "provider"),
+    ]
+    confirmation = received[1]
+    assert confirmation["message_id"] != accepted["message_id"]
+    assert (await http.get(f"/v1/messages/{confirmation['message_id']}")).status_code == 404
+    assert [m.message_id for m in sandbox.messages(HANDSET)] == [accepted["message_id"]]
+
+    # Already blacklisted: a repeated keyword is not confirmed again, and the handset's
+    # next reply still correlates with the account's message, not with the confirmation.
+    again = await phone.send("STOP", reply_to="latest", to=SECOND_NUMBER)
+    assert again["notification_id"] and again["message_id"] == accepted["message_id"]
+    assert len(phone.received) == 2
+    stats = sandbox.stats()["messages"]
+    assert (stats["opt_outs"], stats["opt_out_confirmations"]) == (2, 1)
+
+    # Taken off the blacklist (the API), a new opt-out is confirmed again.
+    assert (
+        await http.delete(f"/v1/number_authorisation/mt/blacklist/{HANDSET}")
+    ).status_code == 200
+    await phone.send("quit")
+    assert [m["origin"] for m in phone.received] == ["account", "provider", "provider"]
+
+
+async def test_opt_out_handling_blacklist_only_and_by_the_account(
+    make_sandbox: SandboxFactory,
+) -> None:
+    quiet = await make_sandbox(opt_out_handling="blacklist", opt_out_reply="Bye.")
+    result = await quiet.handset(HANDSET).send("STOP")
+    assert result["notification_id"] and HANDSET in quiet.state.blacklist
+    assert quiet.handset(HANDSET).received == []
+
+    own = await make_sandbox(opt_out_handling="account")
+    result = await own.handset(HANDSET).send("STOP")
+    assert result["notification_id"]  # still notified: the account acts on it
+    assert HANDSET not in own.state.blacklist and own.handset(HANDSET).received == []
+    async with own.client() as client:
+        await client.blacklist_add([OTHER_HANDSET])  # kept, but it blocks nothing
+        await client.send_sms(HANDSET, "You have been unsubscribed.")
+        await client.send_sms(OTHER_HANDSET, "Hello")
+    await own.wait_idle()
+    assert [m.status for m in own.messages()] == ["delivered", "delivered"]
+    assert OTHER_HANDSET in own.state.blacklist
+
+    for bad in ({"opt_out_handling": "carrier"}, {"opt_out_reply": " "}):
+        with pytest.raises(ValueError, match="opt_out"):
+            SandboxConfig(**bad)
+
+
 @pytest.mark.parametrize("content", ["stop please", "STOP!", "Don't stop", "STOPP"])
 async def test_not_an_opt_out(sandbox: Sandbox, content: str) -> None:
     result = await sandbox.handset(HANDSET).send(content)
@@ -249,7 +307,9 @@ async def test_what_a_handset_sent_and_received(sandbox: Sandbox, http: httpx.As
         "subject",
         "rcs",
         "time",
+        "origin",
     }
+    assert {m["origin"] for m in received} == {"account"}
     later = (await http.get(f"/_sandbox/handsets/{HANDSET}/messages?offset=1")).json()
     assert later == received[1:]
     sent = (await http.get(f"/_sandbox/handsets/{HANDSET}/sent")).json()

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.cli.main import build_parser
 from bot.sandbox import velocity
-from bot.sandbox.config import SandboxConfig
+from bot.sandbox.config import OPT_OUT_HANDLING, SandboxConfig
 from bot.sandbox.delivery import steps_for
 from bot.sandbox.payloads import dr_context, dr_push, encode, mo_context, mo_sample, reply_object
 from bot.sandbox.schemas import parse_messages, parse_rcs, rcs_summary
@@ -219,3 +220,16 @@ def test_unconfirmed_queues_are_bounded() -> None:
     for i in range(8):
         state.receive("+61491570156", f"m{i}")
     assert [r.content for r in state.unconfirmed_replies()] == [f"m{i}" for i in range(3, 8)]
+
+
+def test_the_sandbox_command_offers_every_opt_out_handling() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["sandbox", "--opt-outs", "account"])
+    assert args.opt_outs == "account"
+    assert parser.parse_args(["sandbox"]).opt_outs is None  # the config's default applies
+    [command] = [a for a in parser._actions if a.dest == "command"]
+    assert command.choices is not None
+    sandbox = command.choices["sandbox"]
+    [option] = [a for a in sandbox._actions if a.dest == "opt_outs"]
+    assert tuple(option.choices or ()) == OPT_OUT_HANDLING
+    assert SandboxConfig().opt_out_handling == "provider"
