@@ -7,6 +7,11 @@ The engine tries its routers in this order, and the first matching handler wins:
 3. ``keywords`` (handlers/keywords.py): keyword auto-replies from the config file, then the
    fallback reply for a message nothing else handled.
 
+A message no handler matched goes through the same routers once more for their fallback
+handlers (``@router.message(..., fallback=True)``): the plugins' own first (the
+appointments plugin's "did not understand"), then the fallback reply, which is one. So a
+plugin's "anything else" never hides a keyword of ``autoreply`` or of the config file.
+
 The enabled plugins are ``SINCHBOT_PLUGINS``, else the config file's ``plugins``, else, in
 the zero-configuration demo only, :data:`DEMO_PLUGINS`.
 """
