@@ -6,22 +6,45 @@ few keyword replies, quiet hours off (a demo at night must still answer) and a f
 that echoes. Once it runs, :func:`seed` books a sample appointment for the demo handset
 (when the demo's Redis holds none yet), so the simulator already shows a reminder to
 answer.
+
+**A restarted demo starts clean.** The in-process sandbox keeps its handsets in memory, so
+a new process starts with empty inboxes, while the embedded Redis keeps its data (AOF).
+Kept, that data would contradict the handsets: an appointment waiting for an answer to a
+reminder no handset shows, receipts of messages the sandbox never sent. So
+:func:`begin`, run by every gateway start before its workers, empties the embedded Redis
+of the demo (zero-configuration mode, no ``SINCHBOT_REDIS_URL``) when it holds an earlier
+demo's data, then books the sample appointment again. An earlier demo's data is what a
+demo start marked (:data:`DEMO_MARKER`); a start outside the demo removes the mark, so the
+data of a run with a provider is never cleared, and ``SINCHBOT_REDIS_URL`` is never
+touched. :func:`try_it` is the banner's account of it.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
 from bot.botconfig import BotConfig
 from bot.plugins import PluginHost
+from bot.storage.keys import PREFIX
 
 if TYPE_CHECKING:
     from bot.gateway.app import Gateway
 
-__all__ = ["DEMO_HANDSET", "DEMO_NUMBER", "demo_config", "seed"]
+__all__ = [
+    "DEMO_HANDSET",
+    "DEMO_MARKER",
+    "DEMO_NUMBER",
+    "DemoStart",
+    "begin",
+    "demo_config",
+    "seed",
+    "try_it",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +52,24 @@ DEMO_NUMBER: Final = "+61491570157"
 """The demo's own number (the sandbox's first dedicated number)."""
 DEMO_HANDSET: Final = "+61491570156"
 """The virtual handset the demo's sample appointment belongs to."""
+DEMO_MARKER: Final = f"{PREFIX}:demo"
+"""String key (when the demo started, ISO 8601): the embedded Redis holds a demo's data."""
+
+
+@dataclass(frozen=True)
+class DemoStart:
+    """What a demo's start found in its Redis and did (for the banner)."""
+
+    cleared: bool = False
+    """The embedded Redis held an earlier demo's data: emptied."""
+    kept: bool = False
+    """Redis held data that is not a demo's (``SINCHBOT_REDIS_URL``, or a run with a
+    provider on this data folder): left as it was."""
+    booked: str | None = None
+    """The sample appointment booked by this start, if any."""
+
+
+_starts: weakref.WeakKeyDictionary[Gateway, DemoStart] = weakref.WeakKeyDictionary()
 
 
 def demo_config() -> BotConfig:
@@ -116,3 +157,50 @@ async def seed(gateway: Gateway) -> str | None:
     await api.store([doc], now)
     log.info("demo appointment booked", appointment=doc["id"])
     return str(doc["id"])
+
+
+async def begin(gateway: Gateway) -> DemoStart | None:
+    """A gateway's start, before its workers: outside the demo, remove :data:`DEMO_MARKER`;
+    in the demo, start clean if need be and book the sample appointment (see the module
+    documentation). Returns what the demo's start did (``None`` outside the demo)."""
+    redis = gateway.redis
+    if not gateway.demo:
+        await redis.delete(DEMO_MARKER)  # this data is no longer only a demo's
+        return None
+    cleared = kept = False
+    if gateway.embedded_redis is not None:
+        if await redis.exists(DEMO_MARKER):
+            await redis.flushdb()
+            cleared = True
+            log.info("demo restarted clean: earlier demo conversations were cleared")
+        elif await redis.dbsize():
+            kept = True
+            log.warning("demo on data that is not a demo's: kept, not cleared")
+        if not kept:
+            await redis.set(DEMO_MARKER, gateway.clock().astimezone(UTC).isoformat())
+    elif await redis.dbsize():
+        kept = True
+    booked = await seed(gateway) if gateway.demo_config else None
+    start = DemoStart(cleared=cleared, kept=kept, booked=booked)
+    _starts[gateway] = start
+    return start
+
+
+def try_it(gateway: Gateway) -> list[str]:
+    """The banner's demo lines: how to try it, and what this start did with earlier data."""
+    start = _starts.get(gateway, DemoStart())
+    line = f"  try it:    sinchbot chat --as {DEMO_HANDSET}"
+    if start.booked is not None:
+        line += "  (a sample appointment reminder is waiting: reply Y, N or R)"
+    lines = [line]
+    if start.cleared:
+        lines.append(
+            "  restart:   demo restarted clean: earlier demo conversations were cleared "
+            "(the sandbox's handsets start empty)"
+        )
+    elif start.kept:
+        lines.append(
+            "  restart:   Redis holds data that is not a demo's: kept; the sandbox's handsets "
+            "start empty, so earlier conversations may refer to messages they never got"
+        )
+    return lines

@@ -31,7 +31,7 @@ from bot.assembly import Bot, assemble
 from bot.botconfig import BotConfig, load_config
 from bot.config import Settings
 from bot.conversation.context import Clock, utc_now
-from bot.demo import DEMO_HANDSET, demo_config, seed
+from bot.demo import DEMO_HANDSET, begin, demo_config, try_it
 from bot.gateway.api import Api, ApiDeps, api_routes
 from bot.gateway.deferred import DeferredPump
 from bot.gateway.forwarding import Forwarder
@@ -361,12 +361,11 @@ class Gateway:
         if self.sandbox is not None:
             await self.sandbox.start()
         if self.runs_workers:
+            await begin(self)  # the demo: a clean restart, the sample appointment (bot/demo.py)
             await self.registry.start()
             await self.inbox.start()
             await self.timers.start()
             await self.deferred.start()
-            if self.demo_config:
-                await seed(self)
             await self.sender.start()
             await self.forwarder.start()
         self._started = True
@@ -478,12 +477,7 @@ def describe(gateway: Gateway) -> list[str]:
             lines.append(f"  simulator: {e.gateway}/simulator (a phone: talk to the bot)")
         lines.append(f"  inspector: {e.gateway}/inspector (conversations, timelines, depths)")
     if gateway.demo:
-        lines.append(
-            f"  try it:    sinchbot chat --as {DEMO_HANDSET}  (a sample appointment reminder is"
-            " waiting: reply Y, N or R)"
-            if gateway.demo_config
-            else f"  try it:    sinchbot chat --as {DEMO_HANDSET}"
-        )
+        lines += try_it(gateway)
         lines.append(
             "  go live:   set SINCHBOT_API_KEY, SINCHBOT_API_SECRET, SINCHBOT_WEBHOOK_SECRET,"
             " SINCHBOT_API_TOKEN, SINCHBOT_PUBLIC_URL; then `sinchbot doctor` (README: Going live)"
