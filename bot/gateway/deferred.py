@@ -33,9 +33,9 @@ import structlog
 
 from bot.gateway import records
 from bot.gateway.keys import PartitionKeys
-from bot.gateway.pump import Pump
 from bot.gateway.store import RANK_ERROR, Store
-from bot.gateway.workers import WorkerRegistry
+from bot.streams.leases import WorkerRegistry
+from bot.streams.pump import Pump
 
 __all__ = ["DEFERRED", "RELEASE_LIMIT", "DeferredPump"]
 
@@ -93,7 +93,7 @@ return {released, nows, nxt[2] or '', unreadable}
 class DeferredPump(Pump):
     """Moves due deferred sends of the partitions this worker owns into their outbox
     streams (see the module documentation; arguments as for
-    :class:`~bot.gateway.pump.Pump`: a send is released at most ``poll`` late)."""
+    :class:`~bot.streams.pump.Pump`: a send is released at most ``poll`` late)."""
 
     name = "deferred pump"
 

@@ -21,9 +21,9 @@ from typing import Any
 import structlog
 
 from bot.gateway.keys import PartitionKeys
-from bot.gateway.pump import Pump
 from bot.gateway.store import Store
-from bot.gateway.workers import WorkerRegistry
+from bot.streams.leases import WorkerRegistry
+from bot.streams.pump import Pump
 
 __all__ = ["FIRE_LIMIT", "TimerPump"]
 
@@ -60,7 +60,7 @@ return {fired, nows, nxt[2] or ''}
 
 class TimerPump(Pump):
     """Moves due timers of the partitions this worker owns into their inbox streams
-    (arguments as for :class:`~bot.gateway.pump.Pump`; a newly scheduled timer fires at
+    (arguments as for :class:`~bot.streams.pump.Pump`; a newly scheduled timer fires at
     most ``poll`` late)."""
 
     name = "timer pump"

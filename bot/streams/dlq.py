@@ -1,7 +1,7 @@
 """The dead-letter stream: entries that failed too often, kept for inspection and replay.
 
 An inbox, outbox or forward entry that fails ``max_deliveries`` times (or cannot even be
-decoded) is copied to the :data:`~bot.gateway.keys.DLQ` stream and only then acknowledged
+decoded) is copied to the :data:`~bot.storage.keys.DLQ` stream and only then acknowledged
 and deleted in its partition: two idempotent steps, since the DLQ is not in the partition's
 hash slot (a crash between them leaves a harmless duplicate in the DLQ, never a loss).
 The partition's stream keeps flowing.
@@ -40,8 +40,8 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.gateway.keys import DLQ, FORWARD_GROUP, INBOX_GROUP, OUTBOX_GROUP
-from bot.gateway.store import text, text_map
+from bot.storage.keys import DLQ, FORWARD_GROUP, INBOX_GROUP, OUTBOX_GROUP
+from bot.storage.store import text, text_map
 
 MAX_REASON = 1000
 """Characters of the error kept with a dead letter."""

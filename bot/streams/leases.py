@@ -1,12 +1,12 @@
 """Workers and partition leases: which process consumes which partition.
 
 Every gateway process runs one :class:`WorkerRegistry`. It heartbeats (a liveness key and
-a deadline in the :data:`~bot.gateway.keys.WORKERS` sorted set, on Redis's clock) and keeps
+a deadline in the :data:`~bot.storage.keys.WORKERS` sorted set, on Redis's clock) and keeps
 a fair share of the partitions (``partitions / live workers``, the remainder spread over the
 first workers by id, so the shares add up exactly), each under a lease:
 ``SET <lease> <worker id> NX PX <ttl>``, renewed every ``lease_ttl / 3`` with a
 compare-and-pexpire script. The lease value is what the batch script fences on
-(:meth:`bot.gateway.store.Batch.fence`), so a worker that lost a lease — it paused, Redis
+(:meth:`bot.storage.store.Batch.fence`), so a worker that lost a lease — it paused, Redis
 was unreachable, the lease expired and someone else took it — can never write again for
 that partition.
 
@@ -33,15 +33,15 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.aio import cancel_and_wait
 from bot.config import ConfigError
-from bot.gateway.keys import META, WORKERS, PartitionKeys, alive
-from bot.gateway.store import text
+from bot.core.aio import cancel_and_wait
+from bot.storage.keys import META, WORKERS, PartitionKeys, alive
+from bot.storage.store import text
 
 log = structlog.get_logger(__name__)
 
 META_PARTITIONS = "partitions"
-"""Field of :data:`~bot.gateway.keys.META` holding the partition count of the data."""
+"""Field of :data:`~bot.storage.keys.META` holding the partition count of the data."""
 
 # Record our deadline (Redis clock), forget workers whose deadline passed, list the live ones.
 _HEARTBEAT = """

@@ -15,9 +15,9 @@ from typing import Any
 
 import structlog
 
-from bot.aio import cancel_and_wait
-from bot.gateway.store import Store, text
-from bot.gateway.workers import WorkerRegistry
+from bot.core.aio import cancel_and_wait
+from bot.storage.store import Store, text
+from bot.streams.leases import WorkerRegistry
 
 __all__ = ["Pump"]
 
@@ -29,7 +29,7 @@ class Pump:
 
     Args:
         store: the gateway's Redis.
-        registry: whose :attr:`~bot.gateway.workers.WorkerRegistry.owned` partitions to
+        registry: whose :attr:`~bot.streams.leases.WorkerRegistry.owned` partitions to
             serve; the scripts check the lease, so a worker that lost a partition moves
             nothing of it.
         poll: longest sleep between ticks (seconds): new due work moves at most this late.
