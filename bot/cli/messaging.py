@@ -28,6 +28,42 @@ from bot.cli.base import (
 from bot.sinch.client import split_recipients
 from bot.sinch.models import ProviderMessage, RcsCard, RcsChoice, RcsMessage
 
+# --------------------------------------------------------------------------- the shape of a command
+
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+"""``add_argument``'s positional flags and keyword options."""
+
+
+def _arg(*flags: str, **options: Any) -> Argument:
+    return flags, options
+
+
+def _action(
+    commands: Any,
+    name: str,
+    handler: Any,
+    *arguments: Argument,
+    help: str,
+    examples: Sequence[str] = (),
+    description: str | None = None,
+    check: Any = None,
+) -> Parser:
+    """One provider command: its parser in the house style, its arguments, its handler."""
+    parser = command(commands, name, help=help, description=description, examples=examples)
+    for flags, options in arguments:
+        parser.add_argument(*flags, **options)
+    parser.set_defaults(handler=provider_command(handler, check=check))
+    return parser
+
+
+_SCHEDULED = _arg(
+    "--scheduled",
+    type=timestamp,
+    metavar="ISO8601",
+    help="send at this time (without an offset: local time)",
+)
+_NUMBERS = _arg("numbers", nargs="+", metavar="NUMBER", help="a phone number")
+
 # --------------------------------------------------------------------------- send / mms / rcs
 
 
@@ -129,12 +165,7 @@ def _add_send(commands: Any) -> None:
     )
     _add_routing(parser)
     _add_message(parser)
-    parser.add_argument(
-        "--scheduled",
-        type=timestamp,
-        metavar="ISO8601",
-        help="send at this time (without an offset: local time)",
-    )
+    parser.add_argument(*_SCHEDULED[0], **_SCHEDULED[1])
     parser.add_argument(
         "--expiry",
         type=timestamp,
@@ -186,12 +217,7 @@ def _add_mms(commands: Any) -> None:
         help="URL of an image, audio or video file; may repeat",
     )
     parser.add_argument("--subject", metavar="TEXT", help="MMS subject (max 64 characters)")
-    parser.add_argument(
-        "--scheduled",
-        type=timestamp,
-        metavar="ISO8601",
-        help="send at this time (without an offset: local time)",
-    )
+    parser.add_argument(*_SCHEDULED[0], **_SCHEDULED[1])
     parser.set_defaults(handler=provider_command(_mms))
 
 
@@ -358,14 +384,14 @@ async def _status_command(ctx: Context) -> None:
 
 
 def _add_status(commands: Any) -> None:
-    parser = command(
+    _action(
         commands,
         "status",
+        _status_command,
+        _arg("message_id", metavar="ID", help="the message id printed by send"),
         help="show what the provider knows of a message",
         examples=["sinchbot status 04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"],
     )
-    parser.add_argument("message_id", metavar="ID", help="the message id printed by send")
-    parser.set_defaults(handler=provider_command(_status_command))
 
 
 async def _cancel(ctx: Context) -> None:
@@ -376,14 +402,14 @@ async def _cancel(ctx: Context) -> None:
 
 
 def _add_cancel(commands: Any) -> None:
-    parser = command(
+    _action(
         commands,
         "cancel",
+        _cancel,
+        _arg("message_id", metavar="ID", help="the id of a scheduled message"),
         help="cancel a scheduled message",
         examples=["sinchbot cancel 04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"],
     )
-    parser.add_argument("message_id", metavar="ID", help="the id of a scheduled message")
-    parser.set_defaults(handler=provider_command(_cancel))
 
 
 # --------------------------------------------------------------------------- senders
@@ -412,13 +438,13 @@ async def _senders(ctx: Context) -> None:
 
 
 def _add_senders(commands: Any) -> None:
-    parser = command(
+    _action(
         commands,
         "senders",
+        _senders,
         help="list the account's sender IDs (numbers, short codes, names)",
         examples=["sinchbot senders", "sinchbot senders --json"],
     )
-    parser.set_defaults(handler=provider_command(_senders))
 
 
 # --------------------------------------------------------------------------- webhooks
@@ -516,12 +542,14 @@ def _add_webhooks(commands: Any) -> None:
     )
     subscribe.set_defaults(handler=provider_command(_webhooks_subscribe, check=_check_subscribe))
 
-    listing = command(actions, "list", help="list the registered webhooks")
-    listing.set_defaults(handler=provider_command(_webhooks_list))
-
-    delete = command(actions, "delete", help="delete webhooks")
-    delete.add_argument("webhook_ids", nargs="+", metavar="ID", help="webhook id")
-    delete.set_defaults(handler=provider_command(_webhooks_delete))
+    _action(actions, "list", _webhooks_list, help="list the registered webhooks")
+    _action(
+        actions,
+        "delete",
+        _webhooks_delete,
+        _arg("webhook_ids", nargs="+", metavar="ID", help="webhook id"),
+        help="delete webhooks",
+    )
 
 
 # --------------------------------------------------------------------------- blacklist
@@ -570,11 +598,6 @@ def _add_blacklist(commands: Any) -> None:
         ],
     )
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = command(actions, "list", help="list blacklisted numbers")
-    listing.set_defaults(handler=provider_command(_blacklist_list))
-    add = command(actions, "add", help="blacklist numbers")
-    add.add_argument("numbers", nargs="+", metavar="NUMBER", help="a phone number")
-    add.set_defaults(handler=provider_command(_blacklist_add))
-    remove = command(actions, "remove", help="take numbers off the blacklist")
-    remove.add_argument("numbers", nargs="+", metavar="NUMBER", help="a phone number")
-    remove.set_defaults(handler=provider_command(_blacklist_remove))
+    _action(actions, "list", _blacklist_list, help="list blacklisted numbers")
+    _action(actions, "add", _blacklist_add, _NUMBERS, help="blacklist numbers")
+    _action(actions, "remove", _blacklist_remove, _NUMBERS, help="take numbers off the blacklist")
