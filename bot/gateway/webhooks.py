@@ -17,7 +17,9 @@ Each request goes through the same checks, in order, and any failure writes noth
    or 403 without detail;
 3. content type: JSON, or a form (the Webhooks API's ``FORM_ENCODED`` encoding) → else 415;
 4. decoding → 400 ``invalid JSON`` / ``invalid form body``;
-5. shape (not an object, not a shape the provider sends) → 422 with a short reason;
+5. shape (not an object, not a shape the provider sends, a field of the wrong type or too
+   long, a number that is not E.164, a short code or an alphanumeric sender, an echoed
+   ``gw_conv`` that is not a conversation key) → 422 with a short reason;
 6. :meth:`Ingress.admit` → 200 ``accepted`` or ``duplicate``; Redis unavailable → 503 with
    ``Retry-After``, so the provider retries.
 
@@ -44,12 +46,14 @@ from bot.gateway.webhook_auth import WebhookAuth, WebhookAuthError
 from bot.sinch.models import (
     DeliveryReceipt,
     PayloadError,
+    is_address,
     is_receipt_payload,
     parse_event,
     parse_inbound,
     parse_receipt,
 )
 from bot.sms import mask_phone
+from bot.storage.events import GW_CONVERSATION
 
 __all__ = [
     "CALLBACK_PATH",
@@ -197,16 +201,28 @@ def _decode(request: web.Request, body: bytes) -> Any:
     return payload
 
 
+def _is_conversation(key: str) -> bool:
+    """Whether an echoed ``gw_conv`` is a conversation key we could have written:
+    ``<our number or default>:<handset>``."""
+    ours, colon, handset = key.rpartition(":")
+    return bool(colon) and is_address(handset) and (ours == "default" or is_address(ours))
+
+
 def _parse(parser: Parser, payload: Any) -> Event:
     if not isinstance(payload, dict):
         raise _error(422, "payload must be a JSON object")
     try:
-        return parser(payload)
+        event = parser(payload)
     except PayloadError as exc:
         raise _error(422, str(exc)[:_MAX_REASON] or "invalid payload") from None
     except (ValueError, TypeError, RecursionError):
         # pydantic's ValidationError is a ValueError; its text is too long and too revealing.
         raise _error(422, "invalid payload") from None
+    # The echoed conversation routes the event: it must be one of ours.
+    echoed = event.metadata.get(GW_CONVERSATION)
+    if echoed and not _is_conversation(echoed):
+        raise _error(422, f"metadata: {GW_CONVERSATION} is not a conversation key")
+    return event
 
 
 def _handler(

@@ -779,40 +779,152 @@ class PayloadError(ValueError):
     """A pushed payload is not any shape the provider sends."""
 
 
+MAX_ID_LENGTH = 100
+"""Longest provider id accepted in a push (reply, notification, message, report ids)."""
+MAX_POSTBACK_LENGTH = 2048
+MAX_URL_LENGTH = 2048
+_MAX_SHORT = 100
+"""Longest short field of a push: types, statuses, codes, account ids, content types."""
+_MAX_NAME = 255
+_MAX_TIMESTAMP = 64
+_ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9 _-]{0,9}[A-Za-z0-9])?")
+_DIGITS_SENDER = re.compile(r"[0-9]{3,15}")
+
+
+def is_address(value: str) -> bool:
+    """Whether ``value`` can be a number of a message: E.164 (``+`` and 8 to 15 digits), 3
+    to 15 digits (a short code, or an international number without its ``+``), or an
+    alphanumeric sender (1 to 11 letters, digits, spaces, ``_`` or ``-``, with a letter)."""
+    return bool(
+        E164_PATTERN.fullmatch(value)
+        or _DIGITS_SENDER.fullmatch(value)
+        or _ALPHANUMERIC_SENDER.fullmatch(value)
+    )
+
+
 def _content_hash(kind: str, payload: Mapping[str, Any]) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return f"{kind}:sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _str(payload: Mapping[str, Any], *names: str) -> str | None:
+def _str(
+    payload: Mapping[str, Any], *names: str, limit: int = _MAX_SHORT, ints: bool = False
+) -> str | None:
+    """The first of ``names`` present and not empty: a string of at most ``limit``
+    characters (or, with ``ints``, an integer, as text). Any other type, or a longer
+    string, is a :class:`PayloadError` naming the field; ``None`` when none is present."""
     for name in names:
         value = payload.get(name)
-        if value not in (None, ""):
-            return str(value)
+        if value is None or value == "":
+            continue
+        if ints and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            kind = "a string or an integer" if ints else "a string"
+            raise PayloadError(f"{name}: must be {kind}")
+        if len(value) > limit:
+            raise PayloadError(f"{name}: longer than {limit} characters")
+        return value
     return None
 
 
+def _id(payload: Mapping[str, Any], *names: str) -> str | None:
+    """A provider id: a printable string of at most :data:`MAX_ID_LENGTH` characters."""
+    value = _str(payload, *names, limit=MAX_ID_LENGTH)
+    if value is not None and not value.isprintable():
+        raise PayloadError(f"{names[0]}: must be printable text")
+    return value
+
+
+def _address(payload: Mapping[str, Any], *names: str) -> str | None:
+    """A number: see :func:`is_address`."""
+    value = _str(payload, *names, limit=_MAX_SHORT)
+    if value is not None and not is_address(value):
+        raise PayloadError(
+            f"{next(n for n in names if payload.get(n) not in (None, ''))}: must be an E.164 "
+            "number, a short code or an alphanumeric sender"
+        )
+    return value
+
+
+def _object(payload: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    value = payload.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, Mapping):
+        raise PayloadError(f"{name}: must be an object")
+    return value
+
+
+def _timestamp(payload: Mapping[str, Any], name: str) -> datetime | None:
+    """A timestamp field: a string (unparseable: ``None``, as the provider's own format may
+    change); any other type is refused."""
+    return parse_timestamp(_str(payload, name, limit=_MAX_TIMESTAMP))
+
+
+def _metadata(payload: Mapping[str, Any]) -> dict[str, str]:
+    """The echoed metadata, as a map or the connector's ``[{metadata_key,
+    metadata_value}]``: keys of 1 to :data:`MAX_METADATA_KEY` characters, values strings
+    (or null) of at most :data:`MAX_METADATA_VALUE`, at most :data:`MAX_METADATA_PAIRS`
+    pairs; anything else is a :class:`PayloadError`."""
+    raw = payload.get("metadata")
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, Mapping):
+        pairs = list(raw.items())
+    elif isinstance(raw, list):
+        pairs = []
+        for item in raw:
+            if not isinstance(item, Mapping) or "metadata_key" not in item:
+                raise PayloadError("metadata: items must be {metadata_key, metadata_value}")
+            pairs.append((item["metadata_key"], item.get("metadata_value")))
+    else:
+        raise PayloadError("metadata: must be an object or a list")
+    if len(pairs) > MAX_METADATA_PAIRS:
+        raise PayloadError(f"metadata: at most {MAX_METADATA_PAIRS} pairs")
+    result: dict[str, str] = {}
+    for key, value in pairs:
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY:
+            raise PayloadError(f"metadata: keys must be 1 to {MAX_METADATA_KEY} characters")
+        if value is not None and not isinstance(value, str):
+            raise PayloadError(f"metadata: the value of {key[:20]!r} must be a string")
+        if value is not None and len(value) > MAX_METADATA_VALUE:
+            raise PayloadError(f"metadata: values must be at most {MAX_METADATA_VALUE} characters")
+        result[key] = value or ""
+    return result
+
+
 def _vendor(payload: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    vendor = payload.get("vendor_account_id")
-    if isinstance(vendor, Mapping):
+    vendor = _object(payload, "vendor_account_id")
+    if vendor is not None:
         return _str(vendor, "account_id"), _str(vendor, "vendor_id")
     return _str(payload, "account_id", "accountId"), _str(payload, "vendor_id", "vendorId")
 
 
 def _attachments(payload: Mapping[str, Any]) -> tuple[Attachment, ...]:
     raw = payload.get("attachments")
-    if not isinstance(raw, list):
+    if raw is None or raw == "":
         return ()
+    if not isinstance(raw, list):
+        raise PayloadError("attachments: must be a list")
     result = []
     for item in raw:
         if not isinstance(item, Mapping):
-            continue
+            raise PayloadError("attachments: items must be objects")
         result.append(
             Attachment(
                 content_type=_str(item, "attachment_type", "content_type", "contentType"),
-                content=_str(item, "attachment_content", "content", "base64"),
-                name=_str(item, "attachment_name", "original_name", "originalName", "name"),
-                url=_str(item, "url"),
+                # base64 media: bounded by the body limit only
+                content=_str(item, "attachment_content", "content", "base64", limit=2**31),
+                name=_str(
+                    item,
+                    "attachment_name",
+                    "original_name",
+                    "originalName",
+                    "name",
+                    limit=_MAX_NAME,
+                ),
+                url=_str(item, "url", limit=MAX_URL_LENGTH),
             )
         )
     return tuple(result)
@@ -823,19 +935,25 @@ def _rcs_content(
 ) -> tuple[str, RcsChoiceResponse | None, tuple[Attachment, ...]]:
     text = contact.get("text_message")
     if isinstance(text, Mapping):
-        return str(text.get("text", "")), None, ()
+        return _str(text, "text", limit=MAX_CONTENT_LENGTH) or "", None, ()
     choice = contact.get("choice_response_message")
     if isinstance(choice, Mapping) and choice.get("postback_data") is not None:
-        response = RcsChoiceResponse(
-            message_id=_str(choice, "message_id"), postback_data=str(choice["postback_data"])
-        )
+        postback = _str(choice, "postback_data", limit=MAX_POSTBACK_LENGTH)
+        if postback is None:
+            raise PayloadError("choice_response_message: empty postback_data")
+        response = RcsChoiceResponse(message_id=_id(choice, "message_id"), postback_data=postback)
         return response.postback_data, response, ()
     media = contact.get("media_message")
     if isinstance(media, Mapping):
         return (
             "",
             None,
-            (Attachment(url=_str(media, "url"), content_type=_str(media, "mime_type")),),
+            (
+                Attachment(
+                    url=_str(media, "url", limit=MAX_URL_LENGTH),
+                    content_type=_str(media, "mime_type"),
+                ),
+            ),
         )
     raise PayloadError("contact_message holds no text, choice response or media")
 
@@ -846,35 +964,43 @@ def parse_inbound(payload: Mapping[str, Any]) -> InboundMessage:
     Accepts the connector's MO template (``source_address``, list-shaped metadata,
     ``attachment_*``, RCS ``contact_message``), the per-message ``callback_url`` reply push
     (the Reply object), the Webhooks API sample templates for SMS, MMS and opt-out
-    (``notification_id``). Raises :class:`PayloadError` for anything else.
+    (``notification_id``). Every field it reads is type-checked and bounded: numbers are
+    E.164, short codes or alphanumeric senders (:func:`is_address`), ids are printable and
+    at most :data:`MAX_ID_LENGTH` characters, the text at most
+    :data:`MAX_CONTENT_LENGTH`, the metadata as the provider accepts it on a send. Raises
+    :class:`PayloadError` for anything else.
     """
     if not isinstance(payload, Mapping):
         raise PayloadError("payload must be a JSON object")
-    source = _str(payload, "source_address", "source_number", "sourceAddress", "from")
+    source = _address(payload, "source_address", "source_number", "sourceAddress", "from")
     if source is None:
         raise PayloadError("inbound message has no source_number / source_address")
-    contact = payload.get("contact_message")
+    destination = _address(payload, "destination_address", "destination_number")
+    contact = _object(payload, "contact_message")
     choice: RcsChoiceResponse | None = None
     attachments = _attachments(payload)
     rcs: dict[str, Any] | None = None
-    if isinstance(contact, Mapping):
+    declared = (_str(payload, "format") or _str(payload, "type") or "").upper()
+    if contact is not None:
         content, choice, rcs_media = _rcs_content(contact)
         attachments = attachments + rcs_media
         channel = Channel.RCS
         rcs = dict(contact)
     else:
-        raw_content = payload.get("content", payload.get("reply_content", ""))
-        content = "" if raw_content is None else str(raw_content)
-        declared = str(payload.get("format") or payload.get("type") or "").upper()
+        content = (
+            _str(payload, "content", limit=MAX_CONTENT_LENGTH)
+            if payload.get("content") is not None
+            else _str(payload, "reply_content", limit=MAX_CONTENT_LENGTH)
+        ) or ""
         channel = Channel.MMS if attachments or declared == "MMS" else Channel.SMS
         if declared == "RCS":
             channel = Channel.RCS
-    notification_id = _str(payload, "notification_id", "notificationId")
-    event_type = str(payload.get("event") or payload.get("event_type") or "").upper()
+    notification_id = _id(payload, "notification_id", "notificationId")
+    event_type = (_str(payload, "event") or _str(payload, "event_type") or "").upper()
     kind: Literal["message", "opt_out"] = (
         "opt_out" if notification_id or event_type == WebhookEvent.OPT_OUT_SMS else "message"
     )
-    reply_id = _str(payload, "reply_id", "replyId", "mo_id", "moId")
+    reply_id = _id(payload, "reply_id", "replyId", "mo_id", "moId")
     if kind == "message" and not content and not attachments and choice is None:
         raise PayloadError("inbound message has no content")
     account_id, vendor_id = _vendor(payload)
@@ -885,22 +1011,22 @@ def parse_inbound(payload: Mapping[str, Any]) -> InboundMessage:
         channel=channel,
         reply_id=reply_id,
         source_number=source,
-        destination_number=_str(payload, "destination_address", "destination_number"),
+        destination_number=destination,
         content=content,
-        message_id=_str(payload, "message_id", "messageId", "mt_id"),
-        metadata=metadata_from_wire(payload.get("metadata")),
+        message_id=_id(payload, "message_id", "messageId", "mt_id"),
+        metadata=_metadata(payload),
         attachments=attachments,
         choice=choice,
         rcs=rcs,
-        received_at=parse_timestamp(payload.get("date_received")),
-        submitted_at=parse_timestamp(payload.get("submitted_date")),
+        received_at=_timestamp(payload, "date_received"),
+        submitted_at=_timestamp(payload, "submitted_date"),
         account_id=account_id,
         vendor_id=vendor_id,
     )
 
 
 def _status_code(payload: Mapping[str, Any]) -> int | None:
-    raw = _str(payload, "status_code", "statusCode", "error_code")
+    raw = _str(payload, "status_code", "statusCode", "error_code", ints=True)
     if raw is None:
         return None
     try:
@@ -910,21 +1036,22 @@ def _status_code(payload: Mapping[str, Any]) -> int | None:
 
 
 def _billing_units(value: Any) -> int | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+    if isinstance(value, str):
+        return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else None
+    raise PayloadError("billing_units: must be an integer")
 
 
 def parse_receipt(payload: Mapping[str, Any]) -> DeliveryReceipt:
     """Normalise a delivery report (the connector's DR template, the ``callback_url`` push
-    or a polled report) to :class:`DeliveryReceipt`. Raises :class:`PayloadError`."""
+    or a polled report) to :class:`DeliveryReceipt`, its fields type-checked and bounded as
+    :func:`parse_inbound`'s are. Raises :class:`PayloadError`."""
     if not isinstance(payload, Mapping):
         raise PayloadError("payload must be a JSON object")
-    message_id = _str(payload, "message_id", "messageId", "mt_id")
+    message_id = _id(payload, "message_id", "messageId", "mt_id")
     if message_id is None:
         raise PayloadError("delivery report has no message_id")
     code = _status_code(payload)
@@ -939,7 +1066,7 @@ def parse_receipt(payload: Mapping[str, Any]) -> DeliveryReceipt:
         status = status_for_code(code)
     else:
         raise PayloadError("delivery report has neither status nor status_code")
-    report_id = _str(payload, "delivery_report_id", "deliveryReportId", "dr_id", "drId")
+    report_id = _id(payload, "delivery_report_id", "deliveryReportId", "dr_id", "drId")
     units = payload.get("billing_units")
     account_id, vendor_id = _vendor(payload)
     return DeliveryReceipt(
@@ -948,14 +1075,14 @@ def parse_receipt(payload: Mapping[str, Any]) -> DeliveryReceipt:
         message_id=message_id,
         status=status,
         status_code=code,
-        recipient=_str(payload, "source_address", "source_number"),
-        sender=_str(payload, "destination_address", "destination_number"),
-        content=_str(payload, "content", "original_text"),
+        recipient=_address(payload, "source_address", "source_number"),
+        sender=_address(payload, "destination_address", "destination_number"),
+        content=_str(payload, "content", "original_text", limit=MAX_CONTENT_LENGTH),
         format=_str(payload, "format", "type"),
         billing_units=_billing_units(units),
-        metadata=metadata_from_wire(payload.get("metadata")),
-        submitted_at=parse_timestamp(payload.get("submitted_date")),
-        received_at=parse_timestamp(payload.get("date_received")),
+        metadata=_metadata(payload),
+        submitted_at=_timestamp(payload, "submitted_date"),
+        received_at=_timestamp(payload, "date_received"),
         account_id=account_id,
         vendor_id=vendor_id,
     )

@@ -558,6 +558,205 @@ async def test_parser_errors_of_any_kind_never_become_a_5xx(
         assert await redis.dbsize() == 0
 
 
+# Every shape the parsers accept, as the provider (or the sandbox) sends it, valid.
+_H = "+61491570601"
+_META = {GW_CONVERSATION: f"{OURS}:{_H}", "k": "v"}
+SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "mo template": (
+        MESSAGES_PATH,
+        {
+            "content": "Y",
+            "message_id": "m-1",
+            "type": "SMS",
+            "reply_id": "shape-mo-tpl",
+            "date_received": "2024-05-01T09:30:00.000Z",
+            "source_address": _H,
+            "destination_address": OURS,
+            "attachments": [],
+            "metadata": [{"metadata_key": k, "metadata_value": v} for k, v in _META.items()],
+        },
+    ),
+    "mo sample": (
+        MESSAGES_PATH,
+        {
+            "account_id": "acct",
+            "reply_id": "shape-mo-sample",
+            "destination_number": OURS,
+            "source_number": _H,
+            "date_received": "2024-05-01T09:30:00.000Z",
+            "content": "Y",
+            "metadata": _META,
+        },
+    ),
+    "mms sample": (
+        MESSAGES_PATH,
+        {
+            "reply_id": "shape-mms",
+            "source_number": _H,
+            "destination_number": OURS,
+            "attachments": [{"content_type": "image/png", "content": PNG, "original_name": "a"}],
+        },
+    ),
+    "rcs template": (
+        MESSAGES_PATH,
+        {
+            "reply_id": "shape-rcs",
+            "source_address": _H,
+            "type": "RCS",
+            "contact_message": {"choice_response_message": {"postback_data": "Tue"}},
+        },
+    ),
+    "opt-out sample": (
+        MESSAGES_PATH,
+        {"notification_id": "shape-stop", "source_number": _H, "content": "STOP"},
+    ),
+    "reply push": (
+        CALLBACK_PATH,
+        {
+            "metadata": _META,
+            "message_id": "m-1",
+            "reply_id": "shape-reply",
+            "date_received": "2024-05-01T09:30:00.000Z",
+            "destination_number": OURS,
+            "source_number": _H,
+            "vendor_account_id": {"vendor_id": "v", "account_id": "a"},
+            "content": "Y",
+        },
+    ),
+    "dr template": (
+        RECEIPTS_PATH,
+        {
+            "delivery_report_id": "shape-dr-tpl",
+            "status_code": "220",
+            "status": "delivered",
+            "type": "SMS",
+            "message_id": "m-1",
+            "source_address": _H,
+            "content": "Reply Y",
+            "attachments": [],
+            "metadata": [
+                {"metadata_key": GW_CONVERSATION, "metadata_value": _META[GW_CONVERSATION]}
+            ],
+        },
+    ),
+    "dr push": (
+        CALLBACK_PATH,
+        {
+            "delivery_report_id": "shape-dr-push",
+            "source_number": _H,
+            "status": "delivered",
+            "delay": 0,
+            "billing_units": 1,
+            "original_text": "Reply Y",
+            "message_id": "m-1",
+            "vendor_account_id": {"vendor_id": "v", "account_id": "a"},
+            "error_code": "220",
+            "metadata": _META,
+        },
+    ),
+}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+FORM_JSON_FIELDS = ("metadata", "attachments", "vendor_account_id", "contact_message")
+LONG = "9" * 20_000
+
+
+def _junk(shape: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The shape spoiled one field at a time (``name, value, payload``): wrong types, junk
+    numbers, oversized values."""
+    numbers = [k for k in shape if k.startswith(("source_", "destination_"))]
+    ids = [k for k in shape if k in ("reply_id", "notification_id", "message_id")]
+    ids += [k for k in shape if k == "delivery_report_id"]
+    texts = [k for k in shape if k in ("content", "original_text")]
+    variants: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def spoil(name: str, value: Any) -> None:
+        variants.append((name, value, {**shape, name: value}))
+
+    for name in numbers:
+        for value in (
+            [],
+            {},
+            ["+61491570156"],
+            61491570601,
+            LONG,
+            "not a number!",
+            "+6149157",
+            "[]",
+            "+61 491 570 601",
+        ):
+            spoil(name, value)
+    for name in ids:
+        for value in ([], {"a": 1}, 7, "x" * 101, "line\nbreak"):
+            spoil(name, value)
+    for name in texts:
+        for value in ([], {}, 5, "x" * 5001):
+            spoil(name, value)
+    for value in (
+        "junk",
+        [1],
+        {"k": []},
+        {"k": "x" * 257},
+        {"": "v"},
+        {f"k{i}": "v" for i in range(11)},
+        {GW_CONVERSATION: "default:[]"},
+        {GW_CONVERSATION: f"{{}}:{_H}"},
+    ):
+        spoil("metadata", value)
+    if "delivery_report_id" not in shape:  # receipts read no attachments or RCS content
+        for value in ("junk", [1], {"content": PNG}):
+            spoil("attachments", value)
+        rcs = {"text_message": {"text": []}}, {"choice_response_message": {"postback_data": [1]}}
+        for value in ("junk", [], *rcs):
+            spoil("contact_message", value)
+    for name in ("date_received", "type"):
+        spoil(name, [])
+    spoil("vendor_account_id", "junk")
+    if "vendor_account_id" not in shape:  # else the top-level account_id is not read
+        spoil("account_id", [])
+    if "status" in shape:
+        for value in ([], {}, "x" * 101):
+            spoil("status", value)
+        spoil("status_code", ["220"])
+        spoil("billing_units", [1])
+    return variants
+
+
+def _form(payload: dict[str, Any]) -> str:
+    return urlencode({k: v if isinstance(v, str) else json.dumps(v) for k, v in payload.items()})
+
+
+async def test_junk_fields_in_every_shape_get_422_and_store_nothing(
+    make_gateway: Gateway, redis: Redis
+) -> None:
+    gw = await make_gateway(open_auth(), max_body=64 * 1024)  # the default: 20 kB fits
+    checked = 0
+    for shape_name, (path, shape) in SHAPES.items():
+        for name, value, payload in _junk(shape):
+            encodings = [("json", json.dumps(payload), JSON)]
+            # A form's fields are strings ("5", "[]" are fine texts and ids), but for the
+            # structured ones, sent as JSON; a junk number is junk in any encoding.
+            number = name.startswith(("source_", "destination_")) and not isinstance(value, int)
+            if isinstance(value, str) or name in FORM_JSON_FIELDS or number:
+                encodings.append(("form", _form(payload), FORM))
+            for encoding, body, headers in encodings:
+                response = await gw.post(path, data=body, headers=headers)
+                where = f"{shape_name} ({encoding}): {name}={str(value)[:30]!r}"
+                assert response.status == 422, (where, await response.text())
+                answer = await response.json()
+                assert set(answer) == {"error"} and len(answer["error"]) <= 200, where
+                checked += 1
+    assert checked > 500
+    assert await redis.dbsize() == 0
+    # the shapes themselves are fine, in JSON and as forms
+    for shape_name, (path, shape) in SHAPES.items():
+        response = await gw.post(path, data=json.dumps(shape), headers=JSON)
+        assert response.status == 200, (shape_name, await response.text())
+        response = await gw.post(path, data=_form(shape), headers=FORM)
+        assert response.status == 200, (shape_name, await response.text())
+    conversations = {e.conversation for e in await stored(redis)}
+    assert conversations == {f"{OURS}:{_H}", f"default:{_H}"}, conversations
+
+
 async def test_checks_run_in_order_size_auth_type_syntax_shape(
     make_gateway: Gateway, redis: Redis
 ) -> None:

@@ -24,6 +24,7 @@ from bot.sinch.models import (
     SenderIds,
     WebhookSpec,
     format_timestamp,
+    is_address,
     parse_event,
     parse_inbound,
     parse_receipt,
@@ -347,6 +348,15 @@ class TestInbound:
             {"content": "no source"},
             {"source_number": HANDSET},
             {"source_number": HANDSET, "contact_message": {"location_message": {}}},
+            {"source_number": [], "content": "hi"},
+            {"source_number": {"n": HANDSET}, "content": "hi"},
+            {"source_number": "9" * 20_000, "content": "hi"},
+            {"source_number": HANDSET, "destination_number": "+1", "content": "hi"},
+            {"source_number": HANDSET, "content": ["hi"]},
+            {"source_number": HANDSET, "content": "x" * 5001},
+            {"source_number": HANDSET, "content": "hi", "reply_id": "r" * 101},
+            {"source_number": HANDSET, "content": "hi", "metadata": {"k": {"nested": 1}}},
+            {"source_number": HANDSET, "contact_message": {"text_message": {"text": []}}},
         ],
     )
     def test_rejects_garbage(self, payload: object) -> None:
@@ -532,6 +542,33 @@ def test_parsers_never_raise_anything_but_payload_error(payload: dict[str, objec
     for parser in (parse_inbound, parse_receipt, parse_event):
         with contextlib.suppress(PayloadError):
             parser(payload)
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("+61491570156", True),
+        ("61491570156", True),
+        ("12345", True),
+        ("MyBrand", True),
+        ("My Brand-1", True),
+        ("A", True),
+        ("+6149", False),
+        ("+1234567890123456", False),
+        ("12", False),
+        ("1234567890123456", False),
+        ("[]", False),
+        ("default", True),  # an alphanumeric sender; a conversation's "default" is not a number
+        ("Way too long brand", False),
+        (" Brand", False),
+        ("Brand ", False),
+        ("", False),
+        ("+61 491 570 156", False),
+        ("\u0661\u0662\u0663", False),  # Arabic-Indic digits are not digits here
+    ],
+)
+def test_is_address(value: str, valid: bool) -> None:
+    assert is_address(value) is valid
 
 
 def test_format_is_enum() -> None:
