@@ -77,6 +77,9 @@ def _choice(wire: Mapping[str, Any]) -> RcsChoice:
     if "url_message" in wire:
         url = wire["url_message"]
         return RcsChoice(text=url["title"], url=url["url"])
+    if "call_message" in wire:
+        call = wire["call_message"]
+        return RcsChoice(text=call["title"], url=f"tel:{call['phone_number']}")
     return RcsChoice(text=wire["text_message"]["text"], postback_data=wire.get("postback_data"))
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -220,6 +221,30 @@ def _validate_e164(value: str, what: str = "number") -> str:
     return value
 
 
+_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_TEL_URL = re.compile(r"tel:(\+?[0-9][0-9().-]{1,30})", re.IGNORECASE)
+MAX_URL = 2048
+"""Longest URL accepted in a message (media, links, callbacks)."""
+
+
+def _validate_http_url(value: str, what: str) -> str:
+    """``value`` if it is an absolute http(s) URL with a host, no whitespace and no control
+    characters (so no ``javascript:``, ``data:`` or relative links), at most
+    :data:`MAX_URL` characters."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # a malformed IPv6 host
+        parts = urlsplit("")
+    if (
+        len(value) > MAX_URL
+        or _URL_FORBIDDEN.search(value)
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.netloc
+    ):
+        raise ValueError(f"{what} must be an http(s) URL")
+    return value
+
+
 def _validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     if value is None:
         return None
@@ -307,16 +332,13 @@ class OutboundMessage(BaseModel):
         if value is None:
             return None
         for url in value:
-            if not re.match(r"^https?://[^\s/]+", url):
-                raise ValueError(f"media entry {url[:60]!r} must be an http(s) URL")
+            _validate_http_url(url, f"media entry {url[:60]!r}")
         return value
 
     @field_validator("callback_url")
     @classmethod
     def _callback(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("callback_url must be an http(s) URL")
-        return value
+        return None if value is None else _validate_http_url(value, "callback_url")
 
     @model_validator(mode="after")
     def _consistency(self) -> Self:
@@ -382,16 +404,32 @@ class SendMessagesResponse(_Wire):
 
 
 class RcsChoice(BaseModel):
-    """A suggested reply or action shown under an RCS message."""
+    """A suggested reply or action shown under an RCS message: a reply (``text``, its
+    ``postback_data``), a link (``url``: http or https, opened in the browser) or a call
+    (``url`` ``tel:+61491570157``, the dialler)."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=25)
     postback_data: str | None = Field(default=None, max_length=2048)
-    url: str | None = None
+    url: str | None = Field(default=None, max_length=MAX_URL)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or _TEL_URL.fullmatch(value):
+            return value
+        try:
+            return _validate_http_url(value, "url")
+        except ValueError:
+            raise ValueError("url must be an http(s) URL or a tel: number") from None
 
     def to_api(self) -> dict[str, Any]:
         if self.url:
+            tel = _TEL_URL.fullmatch(self.url)
+            if tel:
+                number = re.sub(r"[^0-9+]", "", tel.group(1))
+                return {"call_message": {"title": self.text, "phone_number": number}}
             return {"url_message": {"title": self.text, "url": self.url}}
         return {
             "text_message": {"text": self.text},
@@ -408,6 +446,11 @@ class RcsCard(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     media_url: str | None = None
     choices: list[RcsChoice] = Field(default_factory=list, max_length=4)
+
+    @field_validator("media_url")
+    @classmethod
+    def _media(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_http_url(value, "media_url")
 
     def to_api(self) -> dict[str, Any]:
         card: dict[str, Any] = {"title": self.title}
@@ -434,7 +477,7 @@ class RcsMessage(BaseModel):
     carousel: list[RcsCard] | None = Field(default=None, min_length=2, max_length=10)
     choices: list[RcsChoice] = Field(default_factory=list, max_length=11)
     fallback_text: str | None = Field(default=None, min_length=1, max_length=MAX_CONTENT_LENGTH)
-    callback_url: str | None = None
+    callback_url: str | None = Field(default=None, max_length=1000)
     delivery_report: bool | None = None
     metadata: dict[str, str] | None = None
 
@@ -447,6 +490,11 @@ class RcsMessage(BaseModel):
     @classmethod
     def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return _validate_metadata(value)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_http_url(value, "callback_url")
 
     @model_validator(mode="after")
     def _one_body(self) -> Self:
@@ -626,9 +674,7 @@ class WebhookSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("url must be an http(s) URL")
-        return value
+        return _validate_http_url(value, "url")
 
     @field_validator("headers")
     @classmethod
@@ -782,7 +828,6 @@ class PayloadError(ValueError):
 MAX_ID_LENGTH = 100
 """Longest provider id accepted in a push (reply, notification, message, report ids)."""
 MAX_POSTBACK_LENGTH = 2048
-MAX_URL_LENGTH = 2048
 _MAX_SHORT = 100
 """Longest short field of a push: types, statuses, codes, account ids, content types."""
 _MAX_NAME = 255
@@ -924,7 +969,7 @@ def _attachments(payload: Mapping[str, Any]) -> tuple[Attachment, ...]:
                     "name",
                     limit=_MAX_NAME,
                 ),
-                url=_str(item, "url", limit=MAX_URL_LENGTH),
+                url=_str(item, "url", limit=MAX_URL),
             )
         )
     return tuple(result)
@@ -950,7 +995,7 @@ def _rcs_content(
             None,
             (
                 Attachment(
-                    url=_str(media, "url", limit=MAX_URL_LENGTH),
+                    url=_str(media, "url", limit=MAX_URL),
                     content_type=_str(media, "mime_type"),
                 ),
             ),

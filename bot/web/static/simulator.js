@@ -57,12 +57,21 @@
   }
 
   function images(urls) {
-    if (!urls || !urls.length) return null;
+    const safe = (urls || []).map((url) => Web.safeUrl(url)).filter(Boolean);
+    if (!safe.length) return null;
     return el(
       "div",
       { class: "mms-images" },
-      urls.map((url) => el("img", { src: url, alt: "MMS image", loading: "lazy" })),
+      safe.map((url) => el("img", { src: url, alt: "MMS image", loading: "lazy" })),
     );
+  }
+
+  // An action choice: a link only to http(s) pages and tel: numbers, else a dead button.
+  function actionNode(label, href, kind) {
+    if (!href) return el("button", { type: "button", disabled: true, "data-action": kind }, label);
+    const attrs = { href, class: "action", "data-action": kind, rel: "noopener noreferrer" };
+    if (kind === "url") attrs.target = "_blank";
+    return el("a", attrs, label);
   }
 
   function bubble(text, extra) {
@@ -77,7 +86,12 @@
       choices.map((choice) => {
         if (choice.url_message) {
           const u = choice.url_message;
-          return el("a", { href: u.url, target: "_blank", rel: "noopener noreferrer" }, "Open " + (u.title || u.url));
+          return actionNode("Open " + (u.title || u.url), Web.safeUrl(u.url), "url");
+        }
+        if (choice.call_message) {
+          const c = choice.call_message;
+          const href = Web.safeUrl("tel:" + String(c.phone_number || ""), ["tel:"]);
+          return actionNode("Call " + (c.title || c.phone_number || ""), href, "call");
         }
         if (choice.text_message) {
           const label = choice.text_message.text;
@@ -88,15 +102,14 @@
             label,
           );
         }
-        const other = choice.call_message || choice.location_message || {};
-        const icon = choice.call_message ? "Call " : "Location ";
-        return el("button", { type: "button", disabled: true }, icon + (other.title || other.phone_number || "action"));
+        const other = choice.location_message || {};
+        return el("button", { type: "button", disabled: true }, "Location " + (other.title || other.label || "action"));
       }),
     );
   }
 
   function cardNode(card, m) {
-    const media = card.media_message && card.media_message.url;
+    const media = card.media_message && Web.safeUrl(card.media_message.url);
     return el(
       "div",
       { class: "card" },

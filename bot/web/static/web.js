@@ -24,6 +24,21 @@ const Web = {
     return node;
   },
 
+  /**
+   * ``value`` as an absolute URL when its scheme is one of ``schemes`` (default http and
+   * https), else null: message data never becomes a javascript:, data: or relative link.
+   */
+  safeUrl(value, schemes) {
+    if (typeof value !== "string") return null;
+    let url;
+    try {
+      url = new URL(value);
+    } catch (_) {
+      return null;
+    }
+    return (schemes || ["http:", "https:"]).includes(url.protocol) ? url.href : null;
+  },
+
   /** fetch → {status, body}; body is the parsed JSON (or null). Never throws on HTTP errors. */
   async json(url, options) {
     const opts = Object.assign({ headers: {} }, options || {});
