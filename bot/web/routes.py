@@ -1,7 +1,12 @@
 """The gateway's two web pages and the small JSON endpoints behind them.
 
 Plain HTML, CSS and JavaScript shipped in ``bot/web/static`` (no build step, nothing
-fetched from elsewhere); the pages poll their endpoints every half second.
+fetched from elsewhere); the pages poll their endpoints every half second. Every page and
+file is served with :data:`SECURITY_HEADERS`: a Content-Security-Policy that allows only the
+gateway's own scripts, styles and requests (no inline script or style, no framing; the
+simulator may also show the http(s) images a message carries, as a handset would),
+``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and
+``X-Content-Type-Options: nosniff``.
 
 **Simulator** (``/simulator``): a phone. It exists only when the gateway runs the in-process
 sandbox provider (the zero-configuration demo): its endpoints drive
@@ -22,8 +27,8 @@ JSON error saying why.
 
 **Inspector** (``/inspector``): read-only views of the gateway's Redis. Its endpoints take the
 management API's bearer token exactly as ``/api`` does (401 without it, 403 when wrong; open
-only in the demo without ``SINCHBOT_API_TOKEN``); the page asks for the token and keeps it
-in ``sessionStorage``.
+only in the demo without ``SINCHBOT_API_TOKEN``); the page asks for the token and keeps it in
+memory only (never in storage a script could read later: a reload asks again).
 
 ``GET /inspector/api/conversations?q=&limit=``
     as ``GET /api/conversations``.
@@ -61,7 +66,14 @@ if TYPE_CHECKING:
     from bot.gateway.app import Gateway
     from bot.sandbox import Sandbox
 
-__all__ = ["STATIC_DIR", "handset_view", "web_routes"]
+__all__ = [
+    "PAGE_POLICY",
+    "SECURITY_HEADERS",
+    "SIMULATOR_POLICY",
+    "STATIC_DIR",
+    "handset_view",
+    "web_routes",
+]
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 """The pages' files (shipped as package data)."""
@@ -69,6 +81,20 @@ MAX_ITEMS: Final = 300
 """Messages the simulator shows per handset (the newest)."""
 _STATIC_NAME: Final = re.compile(r"[A-Za-z0-9_-]+\.(html|js|css|svg|png)")
 _GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
+PAGE_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+"""The Content-Security-Policy of the pages: their own files and endpoints, nothing else."""
+SIMULATOR_POLICY: Final = PAGE_POLICY.replace("img-src 'self'", "img-src 'self' http: https:")
+"""The simulator's: a phone shows the MMS and RCS images a message links to."""
+SECURITY_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+"""Headers of every page and static file (the HTML pages add their policy)."""
 _NO_SANDBOX: Final = (
     "the simulator needs the in-process sandbox: run `sinchbot serve` without "
     "SINCHBOT_API_KEY and SINCHBOT_BASE_URL (the zero-configuration demo)"
@@ -85,11 +111,12 @@ def _static_response(name: str) -> web.StreamResponse:
         raise ApiError(404, "no such file")
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     charset = "utf-8" if content_type.startswith("text/") or name.endswith(".js") else None
+    headers = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
+    if name.endswith(".html"):
+        policy = SIMULATOR_POLICY if name == "simulator.html" else PAGE_POLICY
+        headers["Content-Security-Policy"] = policy
     return web.Response(
-        body=path.read_bytes(),
-        content_type=content_type,
-        charset=charset,
-        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        body=path.read_bytes(), content_type=content_type, charset=charset, headers=headers
     )
 
 

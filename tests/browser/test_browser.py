@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 from redis.asyncio import Redis
@@ -179,12 +180,57 @@ async def test_rcs_cards_mms_images_and_choices_render_and_a_tapped_choice_is_an
         assert problems.found == []
 
 
+async def test_the_simulator_links_only_to_http_pages_and_tel_numbers(
+    browser: Browser, redis: Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with demo_gateway(redis_server.url, tmp_path / "data") as demo:
+        choices = [
+            {"text": "Site", "url": "https://example.com/book"},
+            {"text": "Call us", "url": "tel:+61491570157"},
+        ]
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(
+                f"{demo.url}/api/messages",
+                json={
+                    "to": HANDSET,
+                    "channel": "rcs",
+                    "rcs": {"text": "Book?", "choices": choices},
+                },
+            )
+            assert response.status == 202, await response.text()
+        page, problems = await new_page(browser)
+        await page.goto(f"{demo.url}/simulator?number={quote(HANDSET)}")
+        question = page.locator(".msg.received", has_text="Book?")
+        await expect(question.locator("a.action")).to_have_count(2, timeout=WAIT)
+        link = question.locator('a[data-action="url"]')
+        await expect(link).to_have_attribute("href", "https://example.com/book")
+        await expect(link).to_have_attribute("target", "_blank")
+        await expect(question.locator('a[data-action="call"]')).to_have_attribute(
+            "href", "tel:+61491570157"
+        )
+        # Whatever the data holds, the page makes no other link.
+        unsafe = [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,<b>x</b>",
+            "//evil.example/x",
+            "/relative",
+            "vbscript:x",
+            None,
+        ]
+        for value in unsafe:
+            assert await page.evaluate("v => Web.safeUrl(v)", value) is None, value
+        assert await page.evaluate("v => Web.safeUrl(v, ['tel:'])", "tel:+61491570157")
+        assert problems.found == []
+
+
 async def test_outside_the_demo_the_inspector_asks_for_the_token_first(
     browser: Browser, redis: Redis, redis_server: RedisServer
 ) -> None:
     async with production(redis_server, token=TOKEN) as (_, url, sandbox):
         await sandbox.handset(HANDSET).send("hello", to="+61491570157")
         page = await browser.new_page(viewport={"width": 1200, "height": 700})
+        problems = Problems(page)
         await page.goto(f"{url}/inspector")
         await expect(page.locator("#auth")).to_be_visible(timeout=WAIT)
         await expect(page.locator("#app")).to_be_hidden()
@@ -197,6 +243,14 @@ async def test_outside_the_demo_the_inspector_asks_for_the_token_first(
         # Workers do not run here: the webhook's entry waits in the inbox.
         await expect(page.locator('.stat[data-stat="inbox"] .n')).to_have_text("1", timeout=WAIT)
         await expect(page.locator("#simulator-link")).to_be_hidden()
-        await page.reload()  # the token stays for the tab
-        await expect(page.locator("#app")).to_be_visible(timeout=WAIT)
         await shot(page, "inspector-token")
+        # The token lives in the page's memory only: nothing in storage, a reload asks again.
+        stored = await page.evaluate(
+            "() => JSON.stringify([{...sessionStorage}, {...localStorage}, document.cookie])"
+        )
+        assert TOKEN not in stored
+        await page.reload()
+        await expect(page.locator("#auth")).to_be_visible(timeout=WAIT)
+        await expect(page.locator("#app")).to_be_hidden()
+        # the refused token is reported: a 403 (and its 401s) are the only console errors
+        assert all("status of 40" in p for p in problems.found), problems.found

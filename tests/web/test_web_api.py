@@ -11,6 +11,7 @@ exactly as the management API is: open in the demo without a token, the token ot
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 
 from bot.gateway.keys import DLQ, conversation_key
 from bot.gateway.redis_server import RedisServer
+from bot.web.routes import STATIC_DIR
 from tests.gateway.procutil import eventually
 from tests.web.demo import AUTH, HANDSET, KEY, OURS, TOKEN, Demo, demo_gateway, production
 
@@ -263,6 +265,42 @@ async def test_the_pages_and_their_assets_are_served_from_the_package(
         status, body = await call(http, "GET", demo.url + path)
         assert status == 404, path
         assert body == {"error": "no such file"}
+
+
+async def test_the_pages_send_a_strict_content_security_policy_and_no_framing(
+    demo: Demo, http: aiohttp.ClientSession
+) -> None:
+    for path in ("/simulator", "/inspector", "/web/static/web.js", "/web/static/favicon.svg"):
+        async with http.get(demo.url + path) as response:
+            assert response.status == 200, path
+            headers = response.headers
+            assert headers["X-Frame-Options"] == "DENY", path
+            assert headers["Referrer-Policy"] == "no-referrer", path
+            assert headers["X-Content-Type-Options"] == "nosniff", path
+            if not path.startswith("/web/static/"):
+                policy = {
+                    directive.split()[0]: directive.split()[1:]
+                    for directive in headers["Content-Security-Policy"].split(";")
+                }
+                for directive in ("default-src", "script-src", "style-src", "connect-src"):
+                    assert policy[directive] == ["'self'"], (path, directive)
+                assert policy["frame-ancestors"] == ["'none'"], path
+                assert policy["object-src"] == policy["base-uri"] == ["'none'"], path
+                images = ["'self'", "http:", "https:"] if path == "/simulator" else ["'self'"]
+                assert policy["img-src"] == images, path
+
+
+def test_the_pages_have_no_inline_script_or_style_for_the_policy_to_block() -> None:
+    # tests/browser runs the pages under the policy and fails on any violation too.
+    for page in STATIC_DIR.glob("*.html"):
+        html = page.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), page.name
+        assert not re.search(r"\s(style|on[a-z]+)=", html), page.name
+        assert "<style" not in html, page.name
+    for script in STATIC_DIR.glob("*.js"):
+        code = script.read_text()
+        assert not re.search(r"\bstyle:|innerHTML|eval\(|new Function", code), script.name
+        assert "sessionStorage.setItem" not in code and "localStorage.setItem(TOKEN" not in code
 
 
 # ---------------------------------------------------------------------- the inspector

@@ -1,6 +1,7 @@
 // The inspector: conversations, each one's timeline, state, data, opt-out and pending timers,
 // and the queues' depths. Read-only; polls every second. The management API's bearer token
-// (when the gateway needs one) is kept in sessionStorage.
+// (when the gateway needs one) is kept in this page's memory only: never in storage, where
+// any script of the origin could read it later; a reload asks for it again.
 "use strict";
 
 (() => {
@@ -8,7 +9,7 @@
   const el = Web.el;
   const API = "/inspector/api";
   const POLL_MS = 1000;
-  const TOKEN_KEY = "sinchbot.inspector.token";
+  const OLD_TOKEN_KEY = "sinchbot.inspector.token"; // where earlier versions kept it
   const STATS = [
     ["conversations", "conversations"],
     ["inbox", "inbox"],
@@ -19,19 +20,11 @@
     ["optouts", "opted out"],
   ];
 
-  let token = readToken();
+  let token = "";
   let locked = false;
   let selected = conversationFromHash();
   let lastList = "";
   let lastDetail = "";
-
-  function readToken() {
-    try {
-      return sessionStorage.getItem(TOKEN_KEY) || "";
-    } catch (_) {
-      return "";
-    }
-  }
 
   function conversationFromHash() {
     const params = new URLSearchParams(window.location.hash.slice(1));
@@ -244,7 +237,7 @@
       ),
       el("h2", {}, "Data"),
       el("pre", { class: "data", id: "data" }, JSON.stringify(view.data, null, 2)),
-      el("h2", { style: "margin-top: 14px" }, "Timeline"),
+      el("h2", { class: "spaced" }, "Timeline"),
       timelineTable(view.timeline || []),
       messagesTable(view.messages),
     ]);
@@ -286,11 +279,6 @@
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     token = $("token").value.trim();
-    try {
-      sessionStorage.setItem(TOKEN_KEY, token);
-    } catch (_) {
-      /* storage may be off: the token lasts until the page reloads */
-    }
     $("token").value = "";
     locked = false;
     lastList = lastDetail = "";
@@ -298,11 +286,6 @@
   });
   $("forget-token").addEventListener("click", () => {
     token = "";
-    try {
-      sessionStorage.removeItem(TOKEN_KEY);
-    } catch (_) {
-      /* nothing kept */
-    }
     lock("");
   });
   $("search").addEventListener("input", () => { lastList = ""; loadList(); });
@@ -312,5 +295,10 @@
     loadList();
     loadDetail();
   });
+  try {
+    sessionStorage.removeItem(OLD_TOKEN_KEY);
+  } catch (_) {
+    /* storage may be off: nothing was kept */
+  }
   Web.every(POLL_MS, tick);
 })();
