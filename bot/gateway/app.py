@@ -257,8 +257,7 @@ class Gateway:
             self.store,
             settings.forward_url_list,
             forward_secret,
-            worker_id=self.registry.worker_id,
-            partitions=settings.partitions,
+            registry=self.registry,
             max_deliveries=settings.max_deliveries,
         )
         self.ingress = Ingress(self.store, settings.partitions, settings.dedupe_ttl)

@@ -34,6 +34,7 @@ from bot.gateway.forwarding import (
 from bot.gateway.keys import DLQ, FORWARD_GROUP, PartitionKeys, alive, conversation_key
 from bot.gateway.redis_server import RedisServer
 from bot.gateway.store import Batch, Store
+from bot.gateway.workers import WorkerRegistry
 from bot.sinch.models import parse_inbound, parse_receipt
 
 SECRET = "fwd-secret"
@@ -41,6 +42,7 @@ H, OURS = "+61491570156", "+61491570157"
 CONV = conversation_key(OURS, H)
 PARTITIONS = 4
 WORKER = "w1"
+LEASE_TTL = 1.0
 
 
 class Receiver:
@@ -86,21 +88,37 @@ async def receivers(*subs: Receiver) -> AsyncIterator[None]:
 
 
 def make_forwarder(store: Store, urls: list[str], **overrides: Any) -> Forwarder:
+    """A forwarder following its own (not started) registry for ``WORKER``."""
+    registry = WorkerRegistry(
+        store.redis, worker_id=WORKER, partitions=PARTITIONS, lease_ttl=LEASE_TTL
+    )
     options: dict[str, Any] = {
-        "worker_id": WORKER,
-        "partitions": PARTITIONS,
+        "registry": registry,
         "max_deliveries": 5,
         "timeout": 2.0,
         "retry_attempts": 1,
         "retry_wait_initial": 0.01,
         "retry_wait_max": 0.02,
         "redelivery_delay": 0.05,
-        "claim_interval": 0.02,
-        "claim_min_idle": 0.05,
-        "idle_interval": 0.02,
+        "idle_interval": 0.1,
+        "drain_timeout": 10.0,
     }
     options.update(overrides)
     return Forwarder(store, urls, SECRET, **options)
+
+
+@asynccontextmanager
+async def forwarding(store: Store, urls: list[str], **overrides: Any) -> AsyncIterator[Forwarder]:
+    """A started forwarder whose worker holds the partitions; stopped on exit, then its
+    registry (giving the partitions back)."""
+    forwarder = make_forwarder(store, urls, **overrides)
+    await forwarder.start()
+    await forwarder.registry.start()
+    try:
+        yield forwarder
+    finally:
+        await forwarder.stop()
+        await forwarder.registry.stop()
 
 
 async def eventually(check: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0) -> None:
@@ -170,13 +188,8 @@ async def test_delivers_signed_events_to_every_url(store: Store, redis: Redis) -
     ids = [forward_event(batch, keys, InboxEvent(CONV, e)) for e in (inbound, receipt)]
     await batch.commit(store)
 
-    async with receivers(a, b):
-        forwarder = make_forwarder(store, [a.url, b.url])
-        await forwarder.start()
-        try:
-            await eventually(lambda: settled(redis))
-        finally:
-            await forwarder.stop()
+    async with receivers(a, b), forwarding(store, [a.url, b.url]):
+        await eventually(lambda: settled(redis))
 
     for sub in (a, b):
         assert sorted(sub.event_ids()) == sorted(ids)
@@ -215,13 +228,8 @@ async def test_opt_out_is_its_own_event_type(store: Store) -> None:
 async def test_retries_a_500_within_one_delivery(store: Store, redis: Redis) -> None:
     sub = Receiver(statuses=[500, 503])
     event_id = await add_event(store)
-    async with receivers(sub):
-        forwarder = make_forwarder(store, [sub.url], retry_attempts=3, max_deliveries=1)
-        await forwarder.start()
-        try:
-            await eventually(lambda: settled(redis))
-        finally:
-            await forwarder.stop()
+    async with receivers(sub), forwarding(store, [sub.url], retry_attempts=3, max_deliveries=1):
+        await eventually(lambda: settled(redis))
     assert sub.event_ids() == [event_id] * 3
     assert await redis.xlen(DLQ) == 0
 
@@ -229,13 +237,11 @@ async def test_retries_a_500_within_one_delivery(store: Store, redis: Redis) -> 
 async def test_later_deliveries_skip_urls_that_succeeded(store: Store, redis: Redis) -> None:
     good, flaky = Receiver(), Receiver(statuses=[500, 502, 400])
     event_id = await add_event(store, partition=3)
-    async with receivers(good, flaky):
-        forwarder = make_forwarder(store, [good.url, flaky.url], max_deliveries=10)
-        await forwarder.start()
-        try:
-            await eventually(lambda: settled(redis))
-        finally:
-            await forwarder.stop()
+    async with (
+        receivers(good, flaky),
+        forwarding(store, [good.url, flaky.url], max_deliveries=10),
+    ):
+        await eventually(lambda: settled(redis))
     assert good.event_ids() == [event_id]  # never re-posted after its 2xx
     assert flaky.event_ids() == [event_id] * 4  # 500, 502, 400 (a 4xx fails too), 200
     assert await redis.keys(forward_state(PartitionKeys(3), "*")) == []
@@ -245,13 +251,8 @@ async def test_later_deliveries_skip_urls_that_succeeded(store: Store, redis: Re
 async def test_a_4xx_is_not_retried_within_a_delivery(store: Store, redis: Redis) -> None:
     sub = Receiver(statuses=[404])
     await add_event(store)
-    async with receivers(sub):
-        forwarder = make_forwarder(store, [sub.url], retry_attempts=3, max_deliveries=1)
-        await forwarder.start()
-        try:
-            await eventually(lambda: settled(redis))
-        finally:
-            await forwarder.stop()
+    async with receivers(sub), forwarding(store, [sub.url], retry_attempts=3, max_deliveries=1):
+        await eventually(lambda: settled(redis))
     assert len(sub.calls) == 1
     [(_, fields)] = await redis.xrange(DLQ)
     assert fields[b"reason"].endswith(b"HTTP 404")
@@ -262,16 +263,12 @@ async def test_dead_letter_after_max_deliveries(store: Store, redis: Redis) -> N
     good, broken = Receiver(), Receiver(default=500)
     event_id = await add_event(store, partition=0, event_type="receipt.failed")
     keys = PartitionKeys(0)
-    async with receivers(good, broken):
-        forwarder = make_forwarder(
-            store, [good.url, broken.url], max_deliveries=3, retry_attempts=2
-        )
-        await forwarder.start()
-        try:
-            await eventually(lambda: settled(redis))
-            await asyncio.sleep(0.2)  # a few more claim rounds: nothing is posted again
-        finally:
-            await forwarder.stop()
+    async with (
+        receivers(good, broken),
+        forwarding(store, [good.url, broken.url], max_deliveries=3, retry_attempts=2),
+    ):
+        await eventually(lambda: settled(redis))
+        await asyncio.sleep(0.2)  # a few more redelivery delays: nothing is posted again
     assert good.event_ids() == [event_id]
     assert broken.event_ids() == [event_id] * 6  # 3 deliveries x 2 attempts
     [letter] = await dlq.list_dead(redis)
@@ -291,44 +288,44 @@ async def test_dead_letter_after_max_deliveries(store: Store, redis: Redis) -> N
 async def test_malformed_entry_goes_straight_to_the_dlq(store: Store, redis: Redis) -> None:
     sub = Receiver()
     await redis.xadd(PartitionKeys(1).forward, {"garbage": "1"})
-    async with receivers(sub):
-        forwarder = make_forwarder(store, [sub.url])
-        await forwarder.start()
-        try:
-            await eventually(lambda: settled(redis))
-        finally:
-            await forwarder.stop()
+    async with receivers(sub), forwarding(store, [sub.url]):
+        await eventually(lambda: settled(redis))
     assert sub.calls == []
     [(_, fields)] = await redis.xrange(DLQ)
     assert fields[b"reason"] == b"malformed forward entry"
 
 
-async def test_claims_entries_of_dead_workers_only(store: Store, redis: Redis) -> None:
+async def test_pending_events_are_taken_over_by_the_lease_holder_only(
+    store: Store, redis: Redis
+) -> None:
+    """A partition's events are forwarded by its lease holder alone. What other consumers
+    left pending there (a worker that died; one that lost the partition while delivering) is
+    left alone while another worker holds the lease, and delivered by whoever holds it
+    next."""
     sub = Receiver()
     keys = PartitionKeys(2)
     await redis.xgroup_create(keys.forward, FORWARD_GROUP, id="0", mkstream=True)
     ghost_event = await add_event(store, partition=2)
     await redis.xreadgroup(FORWARD_GROUP, "ghost", {keys.forward: ">"})  # then it died
-    live_event = await add_event(store, partition=2)
+    busy_event = await add_event(store, partition=2)
     await redis.set(alive("busy"), "1", px=60_000)
+    await redis.set(keys.lease, "busy", px=60_000)  # another worker holds partition 2
     await redis.xreadgroup(FORWARD_GROUP, "busy", {keys.forward: ">"})  # still working
-    async with receivers(sub):
-        forwarder = make_forwarder(store, [sub.url])
-        await forwarder.start()
-        try:
-            await eventually(lambda: bool(sub.calls))
-            await asyncio.sleep(0.3)  # several claim rounds
-        finally:
-            await forwarder.stop()
-    assert sub.event_ids() == [ghost_event]
-    pending = await redis.xpending_range(keys.forward, FORWARD_GROUP, "-", "+", 10)
-    assert [(p["consumer"], p["message_id"]) for p in pending] == [
-        (b"busy", (await redis.xrange(keys.forward))[0][0])
-    ]
-    assert live_event not in sub.event_ids()
-    # The dead consumer is forgotten once emptied; ours is removed when we stop.
+    async with receivers(sub), forwarding(store, [sub.url]) as forwarder:
+        other_event = await add_event(store, partition=1)
+        await eventually(lambda: bool(sub.calls))
+        assert keys.partition not in forwarder.registry.owned
+        assert sub.event_ids() == [other_event]  # nothing of partition 2
+        pending = await redis.xpending_range(keys.forward, FORWARD_GROUP, "-", "+", 10)
+        assert sorted(p["consumer"] for p in pending) == [b"busy", b"ghost"]
+
+        await redis.delete(keys.lease)  # busy is gone: its lease expired
+        await eventually(lambda: len(sub.calls) == 3)
+    assert sorted(sub.event_ids()[1:]) == sorted([ghost_event, busy_event])
+    assert await settled(redis)
+    # The others are forgotten once their entries are taken; ours is removed when we stop.
     consumers = await redis.xinfo_consumers(keys.forward, FORWARD_GROUP)
-    assert [c["name"] for c in consumers] == [b"busy"]
+    assert consumers == []
 
 
 async def test_no_urls_means_nothing_is_consumed(store: Store, redis: Redis) -> None:
@@ -346,9 +343,7 @@ async def test_stop_finishes_the_delivery_in_flight(store: Store, redis: Redis) 
     sub = Receiver()
     sub.delay = 0.3
     await add_event(store)
-    async with receivers(sub):
-        forwarder = make_forwarder(store, [sub.url])
-        await forwarder.start()
+    async with receivers(sub), forwarding(store, [sub.url]) as forwarder:
         await eventually(lambda: bool(sub.calls))
         await forwarder.stop()  # the POST is still waiting for its answer
     assert await settled(redis)
@@ -363,20 +358,15 @@ async def test_survives_a_redis_crash(tmp_path: Path) -> None:
         await redis.set(alive(WORKER), "1", px=60_000)
         store = Store(redis)
         first = await add_event(store)
-        async with receivers(sub):
-            forwarder = make_forwarder(store, [sub.url])
-            await forwarder.start()
-            try:
-                await eventually(lambda: len(sub.calls) == 1)
-                await eventually(lambda: settled(redis))
-                server.kill()
-                await asyncio.sleep(0.3)  # the loop meets connection errors and backs off
-                server.start()
-                second = await add_event(store)
-                await eventually(lambda: len(sub.calls) == 2, within=20)
-                await eventually(lambda: settled(redis))
-            finally:
-                await forwarder.stop()
+        async with receivers(sub), forwarding(store, [sub.url]):
+            await eventually(lambda: len(sub.calls) == 1)
+            await eventually(lambda: settled(redis))
+            server.kill()
+            await asyncio.sleep(0.3)  # the loop meets connection errors and backs off
+            server.start()
+            second = await add_event(store)
+            await eventually(lambda: len(sub.calls) == 2, within=20)
+            await eventually(lambda: settled(redis))
         assert sub.event_ids() == [first, second]
     finally:
         await redis.aclose()
