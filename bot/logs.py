@@ -13,6 +13,12 @@ aiohttp's and httpx's loggers included):
 - anything that looks like a phone number keeps only its last three digits
   (``+********156``), in messages, fields, keys, nested values and tracebacks alike.
 
+No line carries a raw control character from a payload: JSON escapes them all; the console
+format writes them as escapes (``\x00``, ``\x1b``, ``\n``, ``\u2028``...,
+:func:`escape_controls`) in the event text and every value, so a message can neither end a
+line, forge one nor send terminal escapes. Only a traceback keeps its line breaks, its lines
+indented under the line they belong to.
+
 Context: whatever is bound with :mod:`structlog.contextvars` is merged into every line (the
 inbox binds the conversation, partition and event ids while it handles an event, so the
 engine's, the plugins' and the provider client's lines carry them too). Bind context with
@@ -33,6 +39,7 @@ __all__ = [
     "REDACTED",
     "add_secret",
     "configure",
+    "escape_controls",
     "forget_secrets",
     "mask_text",
     "redact",
@@ -53,6 +60,12 @@ _QUERY_SECRET = re.compile(
 _AUTH_VALUE = re.compile(r"\b(Bearer|Basic|HMAC) +[A-Za-z0-9._~+/=:-]{6,}")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.I)
 REDACTED = "[redacted]"
+# C0 controls (newline and tab included), DEL, C1 controls, the Unicode line and paragraph
+# separators, and lone surrogates (bytes that were not UTF-8).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CONTINUATION = "  "
+"""Indent of a console line's continuation lines (a traceback)."""
 
 _FORMATTER_KEYS = frozenset({"_record", "_from_structlog"})
 """The standard library formatter's own entries (removed before rendering)."""
@@ -91,6 +104,45 @@ def scrub(text: str) -> str:
     if "://" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return mask_text(text)
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with each control character written as its escape, as ``repr`` writes it
+    (``\\n``, ``\\x00``, ``\\x1b``, ``\\u2028``, ``\\udcff``); with ``keep_newlines``,
+    ``\\n`` stays a line break."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if keep_newlines and char == "\n":
+            return char
+        code = ord(char)
+        return _NAMED_CONTROLS.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+    return _CONTROL.sub(escape, text)
+
+
+def _escape_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor (console format): the event text on one line, escaped."""
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = escape_controls(event)
+    return event_dict
+
+
+class _ConsoleRenderer:
+    """structlog's console renderer, then every control character left in the line escaped
+    (the renderer leaves values without spaces, quotes or newlines unquoted, NUL and escape
+    sequences included) but the line breaks of a traceback, whose lines are indented: only a
+    line of its own starts at the first column, so an exception's message cannot forge one."""
+
+    def __init__(self) -> None:
+        self._render = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        text = escape_controls(str(self._render(logger, name, event_dict)), keep_newlines=True)
+        return text.rstrip("\n").replace("\n", "\n" + _CONTINUATION)
 
 
 def _clean(value: Any, depth: int = 0) -> Any:
@@ -146,11 +198,10 @@ def configure(level: str = "INFO", fmt: str = "console", stream: Any = None) -> 
         structlog.processors.format_exc_info,
         redact,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer: Any = structlog.processors.JSONRenderer()  # escapes every control character
+    if fmt != "json":
+        shared.append(_escape_event)
+        renderer = _ConsoleRenderer()
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
