@@ -183,6 +183,8 @@ class Forwarder(PartitionedConsumer[_Lane]):
         http: an ``httpx.AsyncClient`` to use (closed by the caller); default: our own.
     """
 
+    leave_group = True
+
     def __init__(
         self,
         store: Store,

@@ -1,23 +1,18 @@
 """The inbox consumer: each owned partition's events, handled in order, a batch at a time.
 
-For every partition the :class:`~bot.gateway.workers.WorkerRegistry` leases to this worker,
-one task runs:
+:class:`InboxConsumer` is a partitioned stream consumer (:mod:`bot.streams.consumer`) of the
+partitions' inbox streams (consumer group ``engine``): for every partition the
+:class:`~bot.streams.leases.WorkerRegistry` leases to this worker, one task takes over the
+entries a crashed or departed owner left pending, then reads a batch at a time, our own
+pending entries first, then new ones (fenced reads: a worker that lost its lease cannot
+take entries from the new owner). With nothing to read it waits with ``XREAD BLOCK`` for the
+next entry, so a lone event goes at once and batches fill by themselves under load (no
+fixed linger).
 
-1. **Take over.** Claim every pending entry of the partition (``XAUTOCLAIM … 0 0-0
-   JUSTID``, following the cursor; safe with no minimum idle time because we hold the
-   lease): what a crashed or departed owner had read and not committed.
-2. **Consume.** Read a batch at a time: our own pending entries first (the claimed ones,
-   in id order, so they go before anything newer), then new ones (``XREADGROUP … >``).
-   With nothing to read, wait with ``XREAD BLOCK`` for the next entry, so a lone event goes
-   at once and batches fill by themselves under load (no fixed linger).
-
-Claims and reads are **fenced**: a small script checks the partition's lease first, so a
-worker that lost its lease cannot even take entries away from the new owner.
-
-A batch is handled like this: decode the entries (one that cannot be decoded goes straight
-to the dead-letter stream), load the sessions of all its conversations in one pipeline,
-run the handler for each entry in order, one at a time, with an
-:class:`~bot.gateway.handling.EventContext` sharing one :class:`~bot.gateway.store.Batch`
+What is the inbox's own: a batch is handled like this. Decode the entries (one that cannot
+be decoded goes straight to the dead-letter stream), load the sessions of all its
+conversations in one pipeline, run the handler for each entry in order, one at a time, with
+an :class:`~bot.inbox.handling.EventContext` sharing one :class:`~bot.storage.store.Batch`
 and a per-batch session cache (the second event of a conversation sees the first's
 changes), then commit **once**: the lease fence, the partition's commit counter, one
 versioned write per changed session, every handler operation and the ``XACK``/``XDEL`` of
@@ -31,9 +26,9 @@ the entries. So the Redis work is per batch (three round trips), not per event.
   the client re-sent a commit that had been applied (its reply lost to a dropped
   connection); it is done, and is not applied twice.
 - The handler raises for one entry: commit the entries before it (handled again on a clean
-  batch), count a failure for it (``keys.failures()``, in the same commit), back off and
-  retry; after ``max_deliveries`` failures it goes to the dead-letter stream and the
-  partition goes on.
+  batch), count a failure for it (``in:<entry>`` in the partition's failures hash, in the
+  same commit), back off and retry it in place (later entries wait); after
+  ``max_deliveries`` failures it goes to the dead-letter stream and the partition goes on.
 - Redis unreachable: log, back off, start over from the take-over (an interrupted commit
   either happened entirely or not at all; the pending list tells which).
 
@@ -52,85 +47,54 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.aio import cancel_and_wait
-from bot.gateway import dlq
-from bot.gateway.crashpoints import crash_point
-from bot.gateway.events import GW_ID, InboxEvent
-from bot.gateway.handling import EventContext, EventHandler, GatewayLimits, Session
-from bot.gateway.keys import INBOX_GROUP, PartitionKeys
-from bot.gateway.store import Batch, CommitConflict, Store, text, text_map
-from bot.gateway.workers import WorkerRegistry
+from bot.core.crashpoints import crash_point
+from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
 from bot.logs import mask_text
 from bot.sinch.models import DeliveryReceipt, DeliveryStatus, InboundMessage
+from bot.storage.events import GW_ID, InboxEvent
+from bot.storage.keys import INBOX_GROUP
+from bot.storage.store import Batch, CommitConflict, Store, text
+from bot.streams.consumer import Partition, PartitionedConsumer, PartitionTally
+from bot.streams.leases import WorkerRegistry
+from bot.streams.reader import Entry, Fenced, Letter, StreamSpec, TakeOver
+
+__all__ = [
+    "FAILURE_PREFIX",
+    "INBOX",
+    "VERSION_FIELD",
+    "InboxConsumer",
+    "InboxStats",
+    "event_kind",
+    "failure_field",
+    "log_context",
+]
 
 log = structlog.get_logger(__name__)
 
 Fields = dict[bytes, bytes]
-RawEntry = tuple[bytes | str, Fields]
 
-CLAIM_COUNT = 100
-"""Pending entries claimed per ``XAUTOCLAIM`` call during a take-over."""
-CLAIM_ROUNDS = 10
-"""``XAUTOCLAIM`` calls per script call (bounds the time the script holds Redis)."""
+INBOX: Final = StreamSpec(
+    kind="inbox",
+    group=INBOX_GROUP,
+    stream=lambda keys: keys.inbox,
+    failure_prefix="in:",
+    noun="inbox entry",
+)
+"""The inbox stream of each partition, as the inbox consumer reads it."""
 VERSION_FIELD = "v"
 """Field of the partition's failures hash (``keys.failures()``) counting its commits: every
 commit expects it unchanged, so a commit the client re-sent after a dropped connection (the
 first one applied, its reply lost) is refused instead of applied twice."""
-FAILURE_PREFIX = "in:"
+FAILURE_PREFIX = INBOX.failure_prefix
 """Prefix of an inbox entry's field in the failures hash (the sender's fields say ``out:``)."""
 _PARTITION_GUARD = 2
 """Index of the partition-version guard in a commit's operations (the fence is 1)."""
-
-# Read up to ARGV[3] entries, if the lease is still ours: our own pending entries first (a
-# read whose reply was lost, e.g. retried by the client after a dropped connection, left them
-# there), else new ones. With nothing to read, return the newest id in the stream: any entry
-# added later has a greater id (wait for it with XREAD).
-_READ = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced'} end
-local mine = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '0')
-if mine and mine[1] and #mine[1][2] > 0 then return {'ok', mine[1][2]} end
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '>')
-if r then return {'ok', r[1][2]} end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if last[1] then return {'idle', last[1][1]} end
-return {'idle', '0-0'}
-"""
-
-# Claim every pending entry of the group for ARGV[1], if the lease is still ours: up to
-# ARGV[5] rounds of ARGV[4] from cursor ARGV[3]; returns the next cursor ('0-0': done) and
-# how many were claimed. When
-# done, forget the consumers with nothing pending (workers that are gone).
-_CLAIM = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced'} end
-local cursor = ARGV[3]
-local claimed = 0
-for round = 1, tonumber(ARGV[5]) do
-  local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[1], 0, cursor, 'COUNT', ARGV[4], 'JUSTID')
-  cursor = r[1]
-  claimed = claimed + #r[2]
-  if cursor == '0-0' then break end
-end
-if cursor == '0-0' then
-  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[2], ARGV[2])) do
-    local name, pending
-    for i = 1, #c, 2 do
-      if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
-    end
-    if name ~= ARGV[1] and pending == 0 then
-      redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[2], name)
-    end
-  end
-end
-return {'ok', cursor, claimed}
-"""
 
 _OUTAGE = (RedisConnectionError, RedisTimeoutError)
 """Errors that mean "Redis is not reachable right now", not "this entry is bad"."""
@@ -165,11 +129,7 @@ def log_context(event: InboxEvent) -> dict[str, Any]:
 
 def failure_field(entry_id: str) -> str:
     """Field of an inbox entry in its partition's failures hash (handler failures so far)."""
-    return FAILURE_PREFIX + entry_id
-
-
-class Fenced(Exception):
-    """The partition's lease is no longer ours: stop without acknowledging anything."""
+    return INBOX.failure_field(entry_id)
 
 
 @dataclass
@@ -180,16 +140,10 @@ class InboxStats:
     """Events handled and committed."""
     failed: int = 0
     """Handler failures (each retry counts)."""
-    dead_lettered: int = 0
-    """Entries moved to the dead-letter stream (handler failures and undecodable ones)."""
     batches: int = 0
     """Committed batches."""
     conflicts: int = 0
     """Batches handled again because a session changed underneath."""
-    fenced: int = 0
-    """Commits or reads refused because the partition moved to another worker."""
-    errors: int = 0
-    """Times a partition task backed off and started over (Redis unreachable, mostly)."""
     batch_sizes: Counter[int] = field(default_factory=Counter)
     """Committed batches by number of entries acknowledged."""
     kinds: Counter[str] = field(default_factory=Counter)
@@ -200,6 +154,23 @@ class InboxStats:
     """Messages the handlers queued (committed), deferred ones included."""
     deferred: int = 0
     """Messages the handlers queued that quiet hours held back (committed)."""
+    tally: PartitionTally = field(default_factory=PartitionTally, repr=False)
+    """The partition tasks' counters (kept by the stream consumer)."""
+
+    @property
+    def dead_lettered(self) -> int:
+        """Entries moved to the dead-letter stream (handler failures and undecodable ones)."""
+        return self.tally.dead_lettered
+
+    @property
+    def fenced(self) -> int:
+        """Commits or reads refused because the partition moved to another worker."""
+        return self.tally.fenced
+
+    @property
+    def errors(self) -> int:
+        """Times a partition task backed off and started over (Redis unreachable, mostly)."""
+        return sum(self.tally.restarts.values())
 
 
 @dataclass
@@ -211,11 +182,6 @@ class _Item:
     event: InboxEvent | None = None
     error: str | None = None
     """Why the entry could not be decoded."""
-
-    @property
-    def gone(self) -> bool:
-        """Deleted from the stream while pending (nothing to handle; just acknowledge)."""
-        return not self.fields
 
 
 @dataclass
@@ -231,17 +197,18 @@ class _Run:
     deferred: int = 0
 
 
-def _pairs(flat: Sequence[Any]) -> Fields:
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+class _InboxPartition(Partition):
+    version = 0
+    """The partition's commit count (see :data:`VERSION_FIELD`), read at the take-over."""
 
 
-class InboxConsumer:
+class InboxConsumer(PartitionedConsumer[_InboxPartition]):
     """Handles the inbox of every partition this worker owns (see the module docstring).
 
     Args:
         store: the gateway's Redis (a client with ``decode_responses=False``; its
             ``socket_timeout``, if any, must exceed ``block_ms``).
-        registry: this process's :class:`~bot.gateway.workers.WorkerRegistry`; the consumer
+        registry: this process's :class:`~bot.streams.leases.WorkerRegistry`; the consumer
             follows its leases and uses its worker id as the consumer name.
         handler: decides what each event does.
         limits: timeline bounds and the TTL of written keys (sessions included).
@@ -279,276 +246,84 @@ class InboxConsumer:
             raise ValueError("max_deliveries must be at least 1")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.store = store
-        self.redis: Redis = store.redis
-        self.registry = registry
+        super().__init__(
+            store,
+            registry,
+            INBOX,
+            block=max(1, block_ms) / 1000,
+            retry_delay=retry_delay,
+            retry_delay_max=retry_delay_max,
+            drain_timeout=drain_timeout,
+        )
         self.handler = handler
         self.limits = limits
         self.max_deliveries = max_deliveries
         self.batch_size = batch_size
-        self.block_ms = max(1, block_ms)
-        self.retry_delay = retry_delay
-        self.retry_delay_max = max(retry_delay, retry_delay_max)
-        self.drain_timeout = drain_timeout
         self.handler_timeout = handler_timeout
         self.on_handled = on_handled
-        self.stats = InboxStats()
-        self._parts: dict[int, _Partition] = {}
-        self._running = False
-        self.read_script: Any = self.redis.register_script(_READ)
-        self.claim_script: Any = self.redis.register_script(_CLAIM)
+        self.stats = InboxStats(tally=self.tally)
 
-    @property
-    def worker_id(self) -> str:
-        return self.registry.worker_id
+    # ------------------------------------------------------------ the partition task
 
-    @property
-    def partitions(self) -> set[int]:
-        """Partitions with a running task."""
-        return {p for p, part in self._parts.items() if part.running}
+    def new_partition(self, partition: int) -> _InboxPartition:
+        return _InboxPartition(self, partition)
 
-    async def start(self) -> None:
-        """Follow the registry's leases: a task per owned partition, now and from now on."""
-        if self._running:
-            return
-        self._running = True
-        self.registry.add_listener(self)
-        for partition in sorted(self.registry.owned):
-            await self.partition_acquired(partition)
+    def room(self, part: _InboxPartition) -> int:
+        return self.batch_size
 
-    async def stop(self) -> None:
-        """Stop reading, let every partition finish and commit the batch in hand, stop
-        following the leases. The leases themselves are given back by
-        :meth:`WorkerRegistry.stop` (stopped first, it drains this consumer the same way;
-        either order works)."""
-        self._running = False
-        self.registry.remove_listener(self)
-        parts = list(self._parts.values())
-        self._parts.clear()
-        await asyncio.gather(*(part.drain(self.drain_timeout) for part in parts))
+    async def taken_over(self, part: _InboxPartition, found: TakeOver) -> None:
+        await super().taken_over(part, found)
+        part.version = int(found.state.get(VERSION_FIELD, "0"))
 
-    async def halt(self) -> None:
-        """Cancel every partition task at once, committing nothing (what a crash looks like;
-        for tests)."""
-        self._running = False
-        self.registry.remove_listener(self)
-        parts = list(self._parts.values())
-        self._parts.clear()
-        await asyncio.gather(*(part.abort() for part in parts))
-
-    # -------------------------------------------------------- PartitionListener
-
-    async def partition_acquired(self, partition: int) -> None:
-        if not self._running:
-            return
-        old = self._parts.pop(partition, None)
-        if old is not None:
-            await old.abort()
-        part = _Partition(self, partition)
-        self._parts[partition] = part
-        part.start()
-
-    async def partition_released(self, partition: int) -> None:
-        part = self._parts.pop(partition, None)
-        if part is not None:
-            await part.drain(self.drain_timeout)
-
-    async def partition_lost(self, partition: int) -> None:
-        part = self._parts.pop(partition, None)
-        if part is not None:
-            await part.abort()
-
-
-class _Partition:
-    """The task consuming one partition."""
-
-    def __init__(self, consumer: InboxConsumer, partition: int) -> None:
-        self.consumer = consumer
-        self.redis = consumer.redis
-        self.stats = consumer.stats
-        self.partition = partition
-        self.keys = PartitionKeys(partition)
-        self.me = consumer.worker_id
-        self.draining = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.failures: dict[str, int] = {}
-        """Handler failures so far, by entry id (mirrors ``keys.failures()``)."""
-        self.version = 0
-        """The partition's commit count (see :data:`VERSION_FIELD`), read at the take-over."""
-        self.dead_letters_written: set[str] = set()
-        self.backoff = consumer.retry_delay
-        self.context: dict[str, Any] = {"partition": partition, "worker": self.me}
-        """Bound to every log line of the partition's task."""
-        self.log = log.bind(**self.context)
-
-    @property
-    def running(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"inbox p{self.partition}")
-
-    async def drain(self, patience: float) -> None:
-        """Finish the batch in hand, then stop (cancelled after ``patience`` seconds)."""
-        self.draining.set()
-        if self.task is None:
-            return
-        done, _ = await asyncio.wait({self.task}, timeout=patience)
-        if not done:
-            self.log.error("inbox partition did not drain in time; cancelling", seconds=patience)
-            await self.abort()
-
-    async def abort(self) -> None:
-        """Stop at once; whatever is not committed stays pending for the next owner."""
-        self.draining.set()
-        if self.task is not None and not self.task.done():
-            await cancel_and_wait(self.task)
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep unless asked to drain; returns whether we are draining."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.draining.wait(), seconds)
-        return self.draining.is_set()
-
-    # ------------------------------------------------------------ the loop
-
-    async def _run(self) -> None:
-        # The task's own context (a copy of its creator's): start from a clean one.
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**self.context)
-        while not self.draining.is_set():
-            try:
-                await self._ensure_group()
-                await self._take_over()
-                await self._consume()
-                return
-            except Fenced:
-                self.stats.fenced += 1
-                self.log.warning("inbox partition moved to another worker; stopping")
-                return
-            except RedisError as exc:
-                self.stats.errors += 1
-                self.log.warning(
-                    "inbox: Redis failed; backing off",
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in=self.backoff,
-                )
-            except Exception:
-                self.stats.errors += 1
-                self.log.exception("inbox partition failed; backing off", retry_in=self.backoff)
-            if await self._pause(self.backoff):
-                return
-            self.backoff = min(self.backoff * 2, self.consumer.retry_delay_max)
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.inbox, INBOX_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def _take_over(self) -> None:
-        """Claim every pending entry of the partition (the reads give them first), and read
-        the partition's failure counts and commit counter."""
-        cursor = "0-0"
-        claimed = 0
-        while True:
-            reply = await self.consumer.claim_script(
-                keys=[self.keys.lease, self.keys.inbox],
-                args=[self.me, INBOX_GROUP, cursor, CLAIM_COUNT, CLAIM_ROUNDS],
-            )
-            if text(reply[0]) == "fenced":
-                raise Fenced
-            cursor = text(reply[1])
-            claimed += int(reply[2])
-            if cursor == "0-0":
-                break
-        if claimed:
-            self.log.info("inbox: took over pending entries", entries=claimed)
-        raw = text_map(await self.redis.hgetall(self.keys.failures()))
-        self.version = int(raw.pop(VERSION_FIELD, "0"))
-        self.failures = {
-            name.removeprefix(FAILURE_PREFIX): int(count)
-            for name, count in raw.items()
-            if name.startswith(FAILURE_PREFIX)
-        }
-
-    async def _consume(self) -> None:
-        while not self.draining.is_set():
-            reply = await self.consumer.read_script(
-                keys=[self.keys.lease, self.keys.inbox],
-                args=[self.me, INBOX_GROUP, self.consumer.batch_size],
-            )
-            status = text(reply[0])
-            if status == "fenced":
-                raise Fenced
-            self.backoff = self.consumer.retry_delay
-            if status == "ok":
-                await self._handle([(entry[0], _pairs(entry[1] or [])) for entry in reply[1]])
-            else:
-                await self._wait_after(reply[1])
-
-    async def _wait_after(self, last: bytes | str) -> None:
-        """Wait until the stream has an entry after ``last``, ``block_ms`` passed, or we are
-        asked to drain."""
-        read = asyncio.ensure_future(
-            self.redis.xread({self.keys.inbox: last}, count=1, block=self.consumer.block_ms)
-        )
-        drain = asyncio.ensure_future(self.draining.wait())
-        try:
-            await asyncio.wait({read, drain}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in (read, drain):
-                waiting.cancel()
-            await asyncio.gather(read, drain, return_exceptions=True)
-        if read.done() and not read.cancelled():
-            read.result()  # raise a Redis error, if any
+    async def handle(self, part: _InboxPartition, entries: Sequence[Entry]) -> None:
+        """Handle and commit a batch read from the partition (see the module docstring)."""
+        items = [self._decode(part, entry) for entry in entries]
+        while items:
+            items = await self._process(part, items)
 
     # ------------------------------------------------------------ batches
 
     @contextlib.contextmanager
-    def _logging(self, event: InboxEvent) -> Iterator[None]:
+    def _logging(self, part: _InboxPartition, event: InboxEvent) -> Iterator[None]:
         """Bind ``event``'s context to every log line while it is handled; reset it after
         (whatever the handler bound is dropped too)."""
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**self.context, **log_context(event))
+        structlog.contextvars.bind_contextvars(**part.context, **log_context(event))
         try:
             yield
         finally:
             structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(**self.context)
+            structlog.contextvars.bind_contextvars(**part.context)
 
-    def _decode(self, entry_id: bytes | str, fields: Fields | None) -> _Item:
-        item = _Item(text(entry_id), fields or {})
-        if item.gone:
+    def _decode(self, part: _InboxPartition, entry: Entry) -> _Item:
+        item = _Item(entry.id, entry.fields)
+        if entry.gone:
             return item
         try:
-            item.event = InboxEvent.from_fields(entry_id, item.fields, self.partition)
+            item.event = InboxEvent.from_fields(entry.id, entry.fields, part.partition)
         except Exception as exc:
             item.error = f"undecodable inbox entry: {type(exc).__name__}: {exc}"
         return item
 
-    async def _handle(self, entries: Sequence[RawEntry]) -> None:
-        items = [self._decode(entry_id, fields) for entry_id, fields in entries]
-        while items:
-            items = await self._process(items)
-
-    async def _load_sessions(self, items: Sequence[_Item]) -> dict[str, Fields]:
+    async def _load_sessions(
+        self, part: _InboxPartition, items: Sequence[_Item]
+    ) -> dict[str, Fields]:
         conversations = list(dict.fromkeys(i.event.conversation for i in items if i.event))
         if not conversations:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for conversation in conversations:
-                pipe.hgetall(self.keys.session(conversation))
+                pipe.hgetall(part.keys.session(conversation))
             raws = await pipe.execute()
         return dict(zip(conversations, raws, strict=True))
 
-    async def _execute(self, items: Sequence[_Item], raws: dict[str, Fields]) -> _Run:
+    async def _execute(
+        self, part: _InboxPartition, items: Sequence[_Item], raws: dict[str, Fields]
+    ) -> _Run:
         """Run the handler over ``items`` in order, into one fresh batch; stop at the first
         failure."""
-        consumer = self.consumer
-        batch = Batch().fence(self.keys.lease, self.me)
-        batch.write_versioned(self.keys.failures(), self.version, {})  # _PARTITION_GUARD
+        batch = part.stream.fence(Batch())
+        batch.write_versioned(part.keys.failures(), part.version, {})  # _PARTITION_GUARD
         run = _Run(batch, {})
         for index, item in enumerate(items):
             event = item.event
@@ -558,14 +333,14 @@ class _Partition:
             session = run.sessions.get(conversation)
             if session is None:
                 session = Session.from_hash(conversation, raws.get(conversation) or {})
-            ctx = EventContext(event, self.keys, run.batch, session, consumer.limits)
+            ctx = EventContext(event, part.keys, run.batch, session, self.limits)
             started = time.perf_counter()
             try:
                 # A hung handler must not stall its partition: a timeout is a failure of
                 # this entry (retried, then dead-lettered).
-                with self._logging(event):
-                    async with asyncio.timeout(consumer.handler_timeout):
-                        await consumer.handler.handle(ctx)
+                with self._logging(part, event):
+                    async with asyncio.timeout(self.handler_timeout):
+                        await self.handler.handle(ctx)
             except _OUTAGE:
                 raise  # Redis trouble inside the handler: not this entry's fault
             except Exception as exc:
@@ -579,22 +354,32 @@ class _Partition:
         return run
 
     def _observe(self, event: InboxEvent, started: float) -> None:
-        observer = self.consumer.on_handled
-        if observer is not None:
-            observer(event_kind(event), time.perf_counter() - started)
+        if self.on_handled is not None:
+            self.on_handled(event_kind(event), time.perf_counter() - started)
 
-    async def _process(self, items: list[_Item]) -> list[_Item]:
+    async def _dead_letter(
+        self, part: _InboxPartition, letters: Sequence[tuple[_Item, str, int]], why: str
+    ) -> None:
+        """Copy entries to the dead-letter stream (once each; acknowledged by the next
+        commit)."""
+        self.tally.dead_lettered += await part.stream.dead_letter(
+            [
+                Letter(part.partition, item.entry_id, item.fields, reason, count, {"why": why})
+                for item, reason, count in letters
+            ]
+        )
+
+    async def _process(self, part: _InboxPartition, items: list[_Item]) -> list[_Item]:
         """Handle and commit ``items`` (or the part before a failing entry); returns the
         entries still to handle."""
-        consumer = self.consumer
-        await self._dead_letter(
-            [(i, i.error, 0) for i in items if i.error is not None], kind="undecodable"
-        )
-        raws = await self._load_sessions(items)
+        stream = part.stream
+        undecodable = [(i, i.error, 0) for i in items if i.error is not None]
+        await self._dead_letter(part, undecodable, "undecodable")
+        raws = await self._load_sessions(part, items)
         end = len(items)
         failure: tuple[int, Exception] | None = None
         while True:
-            run = await self._execute(items[:end], raws)
+            run = await self._execute(part, items[:end], raws)
             if run.error is not None and run.failed_at is not None:
                 # Handle the entries before the failing one again, cleanly, and commit them.
                 failure = (run.failed_at, run.error)
@@ -605,64 +390,64 @@ class _Partition:
             for conversation, session in run.sessions.items():
                 if session.dirty:
                     batch.write_versioned(
-                        self.keys.session(conversation),
+                        part.keys.session(conversation),
                         session.version,
                         session.to_hash(),
-                        ttl_ms=consumer.limits.ttl_ms,
+                        ttl_ms=self.limits.ttl_ms,
                     )
             done = [i.entry_id for i in items[:end]]
             dead = False
             count = 0
             if failure is not None:
                 item = items[failure[0]]
-                count = self.failures.get(item.entry_id, 0) + 1
-                reason = f"{type(failure[1]).__name__}: {failure[1]}"
-                if count >= consumer.max_deliveries:
+                count = stream.failures.get(item.entry_id, 0) + 1
+                if count >= self.max_deliveries:
                     dead = True
-                    await self._dead_letter([(item, reason, count)], kind="failed")
+                    reason = f"{type(failure[1]).__name__}: {failure[1]}"
+                    await self._dead_letter(part, [(item, reason, count)], "failed")
                     done.append(item.entry_id)
                 else:
-                    batch.hset(self.keys.failures(), {failure_field(item.entry_id): str(count)})
-            batch.hdel(self.keys.failures(), [failure_field(i) for i in done if i in self.failures])
-            batch.xack(self.keys.inbox, INBOX_GROUP, done)
+                    stream.add_failure(batch, item.entry_id)
+            stream.ack(batch, done)
             try:
-                await batch.commit(consumer.store)
+                await batch.commit(self.store)
             except CommitConflict as exc:
                 if exc.reason == "fenced":
                     raise Fenced from exc
                 if exc.index == _PARTITION_GUARD:
                     # Only our own commits move the partition version while we hold the
                     # lease: this batch was applied already (by a re-sent command).
-                    self.log.warning("inbox: the batch was committed already (re-sent commit)")
-                    current = await self.redis.hget(self.keys.failures(), VERSION_FIELD)
-                    self.version = int(text(current) or "0")
+                    part.log.warning("inbox: the batch was committed already (re-sent commit)")
+                    current = await self.redis.hget(part.keys.failures(), VERSION_FIELD)
+                    part.version = int(text(current) or "0")
                     break
-                consumer.stats.conflicts += 1
-                self.log.info("inbox: a session changed underneath; handling the batch again")
-                raws = await self._load_sessions(items)
+                self.stats.conflicts += 1
+                part.log.info("inbox: a session changed underneath; handling the batch again")
+                raws = await self._load_sessions(part, items)
                 end, failure = len(items), None
                 continue
-            self.version += 1
+            part.version += 1
             break
+        retried = {items[failure[0]].entry_id: count} if failure is not None and not dead else {}
+        stream.settle(done, retried)
         self._committed(items[:end], done, run)
         if failure is None:
             return []
         index, error = failure
         item = items[index]
-        consumer.stats.failed += 1
-        self.log.warning(
+        self.stats.failed += 1
+        part.log.warning(
             "inbox handler failed" if not dead else "inbox handler failed; entry dead-lettered",
             entry=item.entry_id,
             conversation=mask_text(item.event.conversation if item.event else ""),
             failures=count,
-            max_deliveries=consumer.max_deliveries,
+            max_deliveries=self.max_deliveries,
             exc_info=error,
         )
         if dead:
             return items[index + 1 :]
-        self.failures[item.entry_id] = count
-        delay = min(consumer.retry_delay * 2 ** (count - 1), consumer.retry_delay_max)
-        if await self._pause(delay):
+        delay = min(self.retry_delay * 2 ** (count - 1), self.retry_delay_max)
+        if await part.pause(delay):
             return []  # draining: the entry stays pending for whoever owns the partition next
         return items[index:]
 
@@ -681,38 +466,3 @@ class _Partition:
             if isinstance(inner, DeliveryReceipt):
                 status = inner.status
                 stats.receipts[status.value if isinstance(status, DeliveryStatus) else "other"] += 1
-        for entry_id in done:
-            self.failures.pop(entry_id, None)
-            self.dead_letters_written.discard(entry_id)
-
-    async def _dead_letter(self, letters: Sequence[tuple[_Item, str, int]], *, kind: str) -> None:
-        """Copy entries to the dead-letter stream (once each; acknowledged by the next
-        commit)."""
-        fresh = [(i, r, n) for i, r, n in letters if i.entry_id not in self.dead_letters_written]
-        if not fresh:
-            return
-        await dlq.dead_letter(
-            self.redis,
-            [
-                dlq.DeadLetter.of(
-                    source=self.keys.inbox,
-                    entry=item.entry_id,
-                    partition=self.partition,
-                    group=INBOX_GROUP,
-                    kind="inbox",
-                    fields=item.fields,
-                    reason=reason,
-                    deliveries=count,
-                )
-                for item, reason, count in fresh
-            ],
-        )
-        for item, reason, _ in fresh:
-            self.dead_letters_written.add(item.entry_id)
-            self.stats.dead_lettered += 1
-            self.log.error(
-                "inbox entry dead-lettered",
-                entry=item.entry_id,
-                why=kind,
-                reason=mask_text(reason[:200]),
-            )

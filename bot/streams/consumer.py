@@ -180,6 +180,10 @@ class PartitionedConsumer(ABC, Generic[P]):
             released or the consumer stops; then its task is cancelled.
     """
 
+    leave_group = False
+    """Whether a partition given back cleanly forgets our consumer in its group (when it
+    holds nothing pending); else the next owner's take-over forgets it."""
+
     def __init__(
         self,
         store: Store,
@@ -367,7 +371,8 @@ class PartitionedConsumer(ABC, Generic[P]):
                     part.took_over = True
                     await self.consume(part)
                 await self.finish(part)
-                await part.stream.leave()
+                if self.leave_group:
+                    await part.stream.leave()
                 return
             except Fenced:
                 self.tally.fenced += 1
