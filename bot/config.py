@@ -13,6 +13,7 @@ single-line :class:`ConfigError` that names the offending environment variables.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
@@ -34,6 +35,9 @@ _BASE_URLS: Final[dict[tuple[str, str], str]] = {
 _MESSAGEMEDIA_URL: Final = "https://api.messagemedia.com"
 _LOG_LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _MAX_SHOWN_INPUT: Final = 60
+_HOST_NAME: Final = re.compile(
+    r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
 
 
 class ConfigError(Exception):
@@ -134,6 +138,12 @@ class Settings(BaseSettings):
     sandbox pushes to it and the start-up banner shows it; give the same URL to
     ``sinchbot webhooks subscribe``."""
 
+    allowed_hosts: str = ""
+    """Comma-separated host names the gateway answers to (the ``Host`` header), besides IP
+    addresses, ``localhost`` and the hosts of ``public_url`` and ``host``; ``*``: any. Checked
+    in the demo always (against DNS rebinding of its open API), otherwise only when set;
+    other requests get 421."""
+
     partitions: int = Field(default=16, ge=1, le=1024)
     """Number of inbox/outbox partitions. Fixed for the life of the Redis data: the gateway
     refuses to start against data written with another count."""
@@ -210,6 +220,15 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment")
         return url
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: str) -> str:
+        names = [name.strip().lower().rstrip(".") for name in value.split(",") if name.strip()]
+        for name in names:
+            if name != "*" and not _HOST_NAME.fullmatch(name):
+                raise ValueError("must be comma-separated host names (no scheme or port) or *")
+        return ",".join(names)
+
     @field_validator("data_dir")
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
@@ -253,6 +272,11 @@ class Settings(BaseSettings):
     def forward_url_list(self) -> list[str]:
         """``forward_urls`` split on commas."""
         return [u.strip() for u in self.forward_urls.split(",") if u.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        """``allowed_hosts`` split on commas (lower case)."""
+        return [name for name in self.allowed_hosts.split(",") if name]
 
     @property
     def gateway_url(self) -> str:

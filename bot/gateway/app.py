@@ -36,6 +36,7 @@ from bot.gateway.api import Api, ApiDeps, api_routes
 from bot.gateway.deferred import DeferredPump
 from bot.gateway.forwarding import Forwarder
 from bot.gateway.handling import EventHandler, GatewayLimits, RecordingHandler
+from bot.gateway.hosts import host_guard
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.ingress import Ingress
 from bot.gateway.metrics import METRICS_PATH, GatewayMetrics
@@ -427,7 +428,9 @@ def create_app(
     gateway = Gateway(
         settings, handler=handler, role=role, config=config, clock=clock, plugins=plugins
     )
-    app = web.Application(client_max_size=settings.max_body)
+    app = web.Application(
+        client_max_size=settings.max_body, middlewares=host_guard(settings, demo=gateway.demo)
+    )
     app[GATEWAY] = gateway
     app.add_routes(gateway.routes())
     app.cleanup_ctx.append(gateway.lifetime)
