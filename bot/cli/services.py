@@ -75,6 +75,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         "signing": args.sign,
         "step_delay": args.receipt_delay,
         "opt_out_handling": args.opt_outs,
+        "throttle": args.throttle,
     }
     if args.numbers:
         options["numbers"] = [normalise_phone(n) for n in split_values(args.numbers)]
@@ -172,7 +173,23 @@ def _add_sandbox(commands: Any) -> None:
         metavar="FILE.json",
         help="start with these faults (the body of POST /_sandbox/faults, see docs/sandbox.md)",
     )
+    parser.add_argument(
+        "--throttle",
+        type=_throttle,
+        metavar="CALLS/SECONDS",
+        help="allow at most CALLS provider calls per SECONDS per API key, 429 past it "
+        "(e.g. 20/2, the connector's 100/60 scaled down); default: no limit",
+    )
     parser.set_defaults(handler=_sandbox)
+
+
+def _throttle(text: str) -> tuple[int, float]:
+    from bot.sandbox.throttle import parse_throttle
+
+    try:
+        return parse_throttle(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- dlq

@@ -2,8 +2,9 @@
 control API under ``/_sandbox/`` (see :mod:`bot.sandbox.control`).
 
 Every provider route needs Basic or HMAC credentials (401 ``{"message": "Invalid
-authentication credentials"}`` otherwise) and passes through the fault injector; the control
-API needs neither. Unknown routes answer 404 and wrong methods 405, both as JSON.
+authentication credentials"}`` otherwise) and passes through the fault injector and, when
+configured, the scaled call limit (:mod:`bot.sandbox.throttle`); the control API needs none
+of them. Unknown routes answer 404 and wrong methods 405, both as JSON.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from bot.sandbox.schemas import (
     parse_rcs,
 )
 from bot.sandbox.state import MessageRequest, SandboxState
+from bot.sandbox.throttle import CallThrottle
 from bot.sinch.auth import verify
 from bot.sinch.models import E164_PATTERN, WebhookSpec, format_timestamp
 from bot.sinch.signatures import SigningKey, normalise_digest
 from bot.sinch.templates import DR_EVENTS, MO_EVENTS
 
-__all__ = ["CONTROL_PREFIX", "create_app"]
+__all__ = ["CONTROL_PREFIX", "THROTTLE", "create_app"]
 
 CONTROL_PREFIX = "/_sandbox"
 MAX_BODY = 8 * 1024 * 1024
@@ -133,6 +135,23 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
+@web.middleware
+async def _throttle_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The scaled call limit (``SandboxConfig.throttle``), after authentication: a call
+    without valid credentials is refused 401 and not counted."""
+    throttle = request.app[THROTTLE]
+    if throttle is None or _is_control(request) or request.match_info.http_exception is not None:
+        return await handler(request)
+    wait = throttle.admit(f"{request[_API_KEY]}|{request[_ACCOUNT] or ''}")
+    if wait:
+        return web.json_response(
+            {"message": "Too many requests"}, status=429, headers={"Retry-After": f"{wait:g}"}
+        )
+    return await handler(request)
+
+
+THROTTLE: web.AppKey[CallThrottle | None] = web.AppKey("sandbox_throttle")
+"""The scaled call limit, when the configuration sets one."""
 _API_KEY = web.RequestKey("sandbox_api_key", str)
 _ACCOUNT: web.RequestKey[str | None] = web.RequestKey("sandbox_account")
 _SEND_ENTRY: web.RequestKey[dict[str, Any]] = web.RequestKey("sandbox_send_call")
@@ -634,6 +653,7 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
             error_middleware,
             _fault_middleware,
             _auth_middleware,
+            _throttle_middleware,
         ],
         client_max_size=MAX_BODY,
     )
@@ -642,6 +662,7 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     app[CONFIG] = config
     app[STATE] = state
     app[FAULTS] = faults
+    app[THROTTLE] = CallThrottle(*config.throttle) if config.throttle else None
     app[DELIVERY] = Delivery(state, faults)
     app[_SEND_PATHS] = frozenset(
         {

@@ -4,6 +4,9 @@ Every provider-side delay (the receipt steps, the retry backoff of ``callback_ur
 the ``retry_delay`` of Webhooks-API webhooks) is multiplied by :attr:`SandboxConfig.time_scale`,
 so a test can run the provider's real schedules a hundred times faster with ``time_scale=0.01``.
 
+:attr:`SandboxConfig.throttle` scales the provider's call limit down (20 calls per 2 s
+instead of 100 per 60 s), so a throttled gateway can be measured in seconds.
+
 What the provider does when a handset texts an opt-out keyword is
 :attr:`SandboxConfig.opt_out_handling` (docs/sandbox.md says which part of it the provider
 documents and which part is our assumption).
@@ -122,6 +125,10 @@ class SandboxConfig:
     (``("failed", 414)``)."""
     seed: int | None = None
     """Seed of the random source used by faults, for reproducible runs."""
+    throttle: tuple[int, float] | None = None
+    """``(calls, seconds)``: at most that many provider calls per connection (API key and
+    ``Account``) in any window of that many seconds, 429 with ``Retry-After`` past it (see
+    :mod:`bot.sandbox.throttle`); ``None``: no limit. Not scaled by :attr:`time_scale`."""
 
     credits: int = 1_000_000
     """Credits the account starts with (``GET /v1/messaging/credits``)."""
@@ -152,6 +159,10 @@ class SandboxConfig:
             )
         if not self.opt_out_reply.strip():
             raise ValueError("opt_out_reply must not be empty")
+        if self.throttle is not None and not (
+            self.throttle[0] >= 1 and 0 < self.throttle[1] < float("inf")
+        ):
+            raise ValueError("throttle must be (calls >= 1, seconds > 0)")
         for path in self.rcs_paths:
             if not path.startswith("/"):
                 raise ValueError(f"rcs path {path!r} must start with '/'")
