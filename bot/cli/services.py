@@ -224,7 +224,7 @@ def _dlq(
             raise UsageError(
                 f"give dead-letter IDs or --all (one of them); try 'sinchbot dlq {args.action} --help'"
             )
-        from bot.gateway.redis_server import running_url
+        from bot.storage.redis_server import running_url
 
         settings = load_settings()
         # Without SINCHBOT_REDIS_URL: the embedded server of a `sinchbot serve` running here.
@@ -353,8 +353,8 @@ def _add_dlq(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     """Run the gateway until SIGTERM or Ctrl-C."""
-    from bot.gateway.redis_server import RedisServerError
     from bot.gateway.serve import run
+    from bot.storage.redis_server import RedisServerError
 
     options = {"host": args.host, "port": args.port, "handler": args.event_handler}
     overrides = {name: value for name, value in options.items() if value is not None}
