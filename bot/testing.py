@@ -41,12 +41,12 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from bot.app.gateway import GATEWAY, Gateway, create_app
 from bot.app.plugins import Plugin
-from bot.config import Settings
 from bot.conversation.router import Router
 from bot.core.botconfig import BotConfig
+from bot.core.config import Settings
 from bot.core.sms import Encoding, segments
-from bot.gateway.app import GATEWAY, Gateway, create_app
 from bot.inbox.handling import Session
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
@@ -224,7 +224,7 @@ class BotTester:
         start: What the clock says at the start (default: now).
         partitions: The gateway's partition count.
         our_number: The number the bot answers from.
-        settings: Extra :class:`~bot.config.Settings` values.
+        settings: Extra :class:`~bot.core.config.Settings` values.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ The router :func:`build_router` returns runs first in the engine
 plugin's flow:
 
 - **A stop word** (whole message, case, whitespace and surrounding punctuation ignored:
-  ``"stop!"``, ``" Stop "``) suppresses the handset (:mod:`bot.gateway.suppression`, in the
+  ``"stop!"``, ``" Stop "``) suppresses the handset (:mod:`bot.outbox.suppression`, in the
   event's batch, so it commits atomically with the event). The handset gets ONE
   confirmation, from one side:
 
@@ -56,9 +56,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from redis.asyncio import Redis
 
 from bot.conversation import Context, Custom, Keyword, Router, normalise
-from bot.gateway import suppression
 from bot.gateway.handling import EventContext
 from bot.inbox.engine import EventContextBackend
+from bot.outbox import suppression
 from bot.sinch.client import SinchClient
 
 __all__ = [

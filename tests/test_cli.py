@@ -25,7 +25,7 @@ import pytest
 
 import bot.cli.messaging  # noqa: F401 (monkeypatched below)
 from bot import cli
-from bot.config import ENV_PREFIX
+from bot.core.config import ENV_PREFIX
 from bot.sandbox import Sandbox, SandboxConfig
 
 ROOT = Path(__file__).resolve().parent.parent

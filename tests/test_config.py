@@ -1,4 +1,4 @@
-"""Tests for bot.config: settings from the environment and .env, validation, error messages."""
+"""Tests for bot.core.config: settings from the environment and .env, validation, error messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from bot.config import ENV_PREFIX, ConfigError, Settings, env_var, load_settings
+from bot.core.config import ENV_PREFIX, ConfigError, Settings, env_var, load_settings
 
 
 @pytest.fixture(autouse=True)

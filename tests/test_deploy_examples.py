@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.config import Settings, env_var
+from bot.app.gateway import Gateway
 from bot.core.botconfig import load_config
-from bot.gateway.app import Gateway
+from bot.core.config import Settings, env_var
 
 COMPOSE = Path(__file__).resolve().parent.parent / "examples" / "compose"
 

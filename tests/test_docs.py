@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from bot.cli.main import build_parser
-from bot.config import Settings, env_var
+from bot.core.config import Settings, env_var
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 import structlog
 
+from bot.core.logs import configure, escape_controls
 from bot.gateway.redis_server import RedisServer
-from bot.logs import configure, escape_controls
 from tests.gateway.procutil import GatewayProcess, eventually, free_port, gateway_env
 
 FORGED = "2030-01-01T00:00:00Z [critical ] FORGED line"

@@ -26,7 +26,7 @@ import structlog
 from redis.asyncio import Redis
 
 from bot.conversation import Context, Router
-from bot.logs import add_secret, configure, forget_secrets
+from bot.core.logs import add_secret, configure, forget_secrets
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer
@@ -231,7 +231,7 @@ async def test_a_full_runs_log_is_json_masked_and_free_of_secrets(
 
     # Lines outside the handling of an event carry none of its context.
     for record in records:
-        if record.get("logger") in ("bot.gateway.webhooks", "bot.gateway.api"):
+        if record.get("logger") in ("bot.ingress.webhooks", "bot.api.routes"):
             assert "entry" not in record and "event_kind" not in record, record
     # The sender's lines say which partitions and messages they are about.
     held = [r for r in records if r.get("event") == "messages to opted-out handsets not sent"]

@@ -6,7 +6,7 @@ import logging
 
 import structlog
 
-from bot.logs import configure, mask_text
+from bot.core.logs import configure, mask_text
 
 
 def test_mask_text() -> None:

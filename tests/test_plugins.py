@@ -14,12 +14,12 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
+from bot.app.assembly import DEMO_PLUGINS, enabled_plugins
 from bot.app.plugins import ENTRY_POINT_GROUP, Plugin, load_plugins, parse_names
-from bot.assembly import DEMO_PLUGINS, enabled_plugins
 from bot.cli import main
-from bot.config import ConfigError, Settings
 from bot.conversation import Context, Keyword, Router
 from bot.core.botconfig import BotConfig, load_config
+from bot.core.config import ConfigError, Settings
 
 
 class Greeting(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot import __version__
-from bot.gateway.api import MAX_CONVERSATIONS, MAX_TIMELINE, SendRequest
+from bot.api.routes import MAX_CONVERSATIONS, MAX_TIMELINE, SendRequest
 from bot.gateway.forwarding import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER
 from bot.sinch.models import ProviderMessage, SenderIds
 
@@ -433,9 +433,9 @@ def _schemas() -> dict[str, Any]:
 def _webhook_paths() -> Mapping[str, Any]:
     """The webhook endpoints' paths, when the webhook module provides them."""
     try:
-        module = importlib.import_module("bot.gateway.webhooks")
+        module = importlib.import_module("bot.ingress.webhooks")
     except ModuleNotFoundError as exc:
-        if exc.name != "bot.gateway.webhooks":
+        if exc.name != "bot.ingress.webhooks":
             raise
         return _EMPTY
     paths: Mapping[str, Any] = getattr(module, "WEBHOOK_OPENAPI_PATHS", _EMPTY)
@@ -446,7 +446,7 @@ def openapi_document(
     extra_paths: Mapping[str, Any] = _EMPTY, *, include_webhooks: bool = True
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document: the management API, the webhook endpoints (from
-    :mod:`bot.gateway.webhooks`, unless ``include_webhooks`` is false) and ``extra_paths``
+    :mod:`bot.ingress.webhooks`, unless ``include_webhooks`` is false) and ``extra_paths``
     merged in (operations of a path already present are added to it), plus the forwarded
     events under ``webhooks``. A fresh dict on every call."""
     paths = _api_paths()

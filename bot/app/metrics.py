@@ -1,6 +1,6 @@
 """Prometheus metrics of one gateway process: ``GET /metrics``.
 
-Each :class:`~bot.gateway.app.Gateway` has a :class:`GatewayMetrics` with a registry of its
+Each :class:`~bot.app.gateway.Gateway` has a :class:`GatewayMetrics` with a registry of its
 own (no global state: tests run many gateways in one process). Most figures are not counted
 twice: a collector reads the counters the parts keep anyway at scrape time
 (:class:`~bot.gateway.sender.SenderCounters`, :class:`~bot.gateway.inbox.InboxStats`,
@@ -42,7 +42,7 @@ from prometheus_client.registry import Collector
 from bot.storage.keys import DLQ, PartitionKeys
 
 if TYPE_CHECKING:
-    from bot.gateway.app import Gateway
+    from bot.app.gateway import Gateway
 
 __all__ = [
     "BATCH_BUCKETS",

@@ -131,9 +131,9 @@ class PluginHost:
         settings: The plugin's validated settings.
         clock: The current time (tests control it).
         guard: Wraps a route handler with the API's authentication and error handling
-            (raise :class:`bot.gateway.api.ApiError` for a 4xx answer).
+            (raise :class:`bot.api.routes.ApiError` for a 4xx answer).
         read_json: Reads a request's JSON body within the API's size limit (415, 413,
-            400 as :class:`~bot.gateway.api.ApiError`).
+            400 as :class:`~bot.api.routes.ApiError`).
         default_region: Region for phone numbers written without ``+``.
     """
 

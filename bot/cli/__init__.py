@@ -6,7 +6,7 @@ for people by default; ``--json`` prints the provider's objects for scripts. Any
 one line on stderr and a non-zero exit status: 1 for an error, 2 for a usage error, 130 when
 interrupted, 70 for a bug (``SINCHBOT_DEBUG=1`` shows its traceback).
 
-Settings come from ``SINCHBOT_*`` variables and ``.env`` (see :mod:`bot.config`);
+Settings come from ``SINCHBOT_*`` variables and ``.env`` (see :mod:`bot.core.config`);
 ``--base-url``, ``--api-key`` and ``--api-secret`` override them. ``SINCHBOT_BASE_URL``
 points every command at a sandbox.
 

@@ -38,7 +38,7 @@ from bot.cli.base import (
     table,
     timestamp,
 )
-from bot.config import load_settings
+from bot.core.config import load_settings
 
 __all__ = ["GatewayApi", "GatewayError", "_add_appointments"]
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.core.config import ConfigError, Settings, load_settings
 from bot.core.sms import normalise_phone, segments
 from bot.sinch.client import SinchClient
 from bot.sinch.errors import (

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from bot.cli.base import EXIT_OK, UsageError, command, positive_float, preview
-from bot.config import Settings, load_settings
+from bot.core.config import Settings, load_settings
 from bot.core.sms import normalise_phone
 
 __all__ = ["DEFAULT_HANDSET", "Choice", "HandsetChat", "render"]

@@ -34,9 +34,9 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from bot.cli.base import EXIT_ERROR, EXIT_OK, command
-from bot.config import ConfigError, Settings, env_var, load_settings
-from bot.gateway.webhook_auth import SECRET_HEADER, TOKEN_PARAM
-from bot.gateway.webhooks import MESSAGES_PATH, RECEIPTS_PATH
+from bot.core.config import ConfigError, Settings, env_var, load_settings
+from bot.ingress.webhook_auth import SECRET_HEADER, TOKEN_PARAM
+from bot.ingress.webhooks import MESSAGES_PATH, RECEIPTS_PATH
 from bot.sinch.client import SinchClient
 from bot.sinch.models import Webhook
 
@@ -180,8 +180,8 @@ def _load_settings(report: Report, overrides: dict[str, Any]) -> Settings | None
 
 def check_configuration(report: Report, settings: Settings) -> None:
     """``SINCHBOT_CONFIG``, the event handler or the plugins and built-in handlers."""
+    from bot.app.gateway import is_zero_config, load_handler
     from bot.core.botconfig import BotConfig, load_config
-    from bot.gateway.app import is_zero_config, load_handler
 
     try:
         config = load_config(settings.config)
@@ -214,7 +214,7 @@ def _check_assembly(report: Report, settings: Settings, config: Any, *, demo: bo
     import structlog.testing
     from redis.asyncio import Redis
 
-    from bot.assembly import assemble, enabled_plugins
+    from bot.app.assembly import assemble, enabled_plugins
 
     names = enabled_plugins(settings, config, demo=demo)
     try:
@@ -764,7 +764,7 @@ def diagnose(overrides: dict[str, Any] | None = None) -> Report:
     settings = _load_settings(report, dict(overrides or {}))
     if settings is None:
         return report
-    from bot.gateway.app import is_zero_config
+    from bot.app.gateway import is_zero_config
 
     demo = is_zero_config(settings)
     check_configuration(report, settings)

@@ -45,7 +45,7 @@ from bot.cli.services import (
     _add_sandbox,
     _add_serve,
 )
-from bot.config import ConfigError
+from bot.core.config import ConfigError
 from bot.core.sms import InvalidPhoneNumber
 from bot.sinch.errors import (
     AuthenticationError,

@@ -6,12 +6,12 @@ import argparse
 import json
 from typing import Any
 
+from bot.app.assembly import enabled_plugins
+from bot.app.gateway import is_zero_config
 from bot.app.plugins import discover, load_plugins
-from bot.assembly import enabled_plugins
 from bot.cli.base import EXIT_ERROR, EXIT_OK, command, table
-from bot.config import load_settings
 from bot.core.botconfig import load_config
-from bot.gateway.app import is_zero_config
+from bot.core.config import load_settings
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ handlers and each plugin are configured.
 
 ``SINCHBOT_PLUGINS`` (comma-separated names) overrides ``plugins``. The tables of the
 built-in handlers and of the plugins are validated by their own models when the bot is
-assembled (:mod:`bot.assembly`); this module only reads the file and checks its shape.
+assembled (:mod:`bot.app.assembly`); this module only reads the file and checks its shape.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.config import ConfigError
+from bot.core.config import ConfigError
 
 __all__ = ["BotConfig", "load_config"]
 

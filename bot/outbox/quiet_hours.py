@@ -44,8 +44,8 @@ import phonenumbers
 from phonenumbers import timezone as phone_timezones
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bot.config import ConfigError
 from bot.core.clock import utc_now
+from bot.core.config import ConfigError
 
 __all__ = [
     "EXEMPT_ORIGINS",

@@ -53,7 +53,7 @@ from bot.sinch.models import (
 from bot.sinch.templates import DR_EVENTS, DR_TEMPLATE, MO_EVENTS, MO_TEMPLATE
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.core.config import Settings
 
 MESSAGEMEDIA_URL = "https://api.messagemedia.com"
 ENGAGE_EU_URL = "https://eu.app.api.sinch.com"
@@ -156,7 +156,7 @@ class SinchClient:
     def from_settings(
         cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> SinchClient:
-        """A client configured from :class:`bot.config.Settings` (credentials required)."""
+        """A client configured from :class:`bot.core.config.Settings` (credentials required)."""
         if settings.api_key is None or settings.api_secret is None:
             raise ValueError("SINCHBOT_API_KEY and SINCHBOT_API_SECRET must be set")
         return cls(

@@ -127,7 +127,7 @@ class PartitionKeys:
     @property
     def optout(self) -> str:
         """Hash: handset number → its opt-out as JSON (``at``, ``via``, ``word``...): the
-        partition's part of the suppression list (:mod:`bot.gateway.suppression`)."""
+        partition's part of the suppression list (:mod:`bot.outbox.suppression`)."""
         return f"{PREFIX}:{self.tag}:optout"
 
 

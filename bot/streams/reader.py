@@ -44,7 +44,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from bot.logs import mask_text
+from bot.core.logs import mask_text
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import Batch, text, text_map
 from bot.streams import dlq

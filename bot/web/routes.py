@@ -10,7 +10,7 @@ simulator may also show the http(s) images a message carries, as a handset would
 
 **Simulator** (``/simulator``): a phone. It exists only when the gateway runs the in-process
 sandbox provider (the zero-configuration demo): its endpoints drive
-:attr:`Gateway.sandbox <bot.gateway.app.Gateway.sandbox>` directly (no second port, no
+:attr:`Gateway.sandbox <bot.app.gateway.Gateway.sandbox>` directly (no second port, no
 CORS) and are as open as the sandbox's own control API; otherwise they answer 404 with a
 JSON error saying why.
 
@@ -54,16 +54,16 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from aiohttp import web
 from pydantic import ValidationError
 
-from bot.gateway import suppression
-from bot.gateway.api import Api, ApiDeps, ApiError
+from bot.api.routes import Api, ApiDeps, ApiError
 from bot.gateway.keys import DLQ, PartitionKeys, conversation_key, handset_of, partition_of
 from bot.gateway.store import text
+from bot.outbox import suppression
 from bot.sandbox.state import Message, NotFound
 from bot.sinch.models import validation_details
 from bot.sms import InvalidPhoneNumber, normalise_phone, segments
 
 if TYPE_CHECKING:
-    from bot.gateway.app import Gateway
+    from bot.app.gateway import Gateway
     from bot.sandbox import Sandbox
 
 __all__ = [

@@ -36,7 +36,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from bot.gateway.api import ApiError
+from bot.api.routes import ApiError
 from bot.gateway.commands import command_fields
 from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
 from bot.gateway.store import Batch, text

@@ -21,8 +21,8 @@ import pytest
 
 from bot.cli import main
 from bot.cli.chat import INDENT, HandsetChat, render
-from bot.config import ENV_PREFIX
 from bot.conversation import Context, Keyword, Router
+from bot.core.config import ENV_PREFIX
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 from bot.storage.redis_server import RedisServer

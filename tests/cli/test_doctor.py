@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from bot.cli import main
 from bot.cli.doctor import Report, check_public_url
-from bot.config import ENV_PREFIX, Settings
+from bot.core.config import ENV_PREFIX, Settings
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 from bot.sinch.models import WebhookEvent, WebhookSpec

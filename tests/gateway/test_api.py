@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from bot.api.routes import ApiDeps, api_routes
 from bot.gateway import records, timeline
-from bot.gateway.api import ApiDeps, api_routes
 from bot.gateway.events import GW_CONVERSATION, GW_ID, OutboundRequest
 from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
 from bot.gateway.openapi import (

@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.config import Settings
+from bot.app.gateway import GATEWAY, Gateway, create_app, describe, load_handler
 from bot.conversation import GatewayEngineHandler
-from bot.gateway.app import GATEWAY, Gateway, create_app, describe, load_handler
+from bot.core.config import Settings
 from bot.gateway.handling import RecordingHandler
 from bot.gateway.keys import PartitionKeys, conversation_key
 from bot.gateway.redis_server import RedisServer, free_port

@@ -22,8 +22,8 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.gateway.api import ApiDeps, api_routes
-from bot.gateway.app import GATEWAY, Gateway
+from bot.api.routes import ApiDeps, api_routes
+from bot.app.gateway import GATEWAY, Gateway
 from bot.gateway.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
 from bot.gateway.workers import WorkerRegistry
 from bot.inbox.handling import EventContext, GatewayLimits, Session
@@ -282,7 +282,7 @@ async def gateway_with_quiet_hours(
 ) -> AsyncIterator[DeferredPump]:
     """The gateway's application as ``create_app`` builds it, but with the quiet-hours
     policy in the API and a DeferredPump next to the workers (the lead wires both into
-    :class:`~bot.gateway.app.Gateway`)."""
+    :class:`~bot.app.gateway.Gateway`)."""
     settings = gateway.settings
     deps = ApiDeps(
         store=gateway.store,

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.demo import DEMO_HANDSET
+from bot.demo.start import DEMO_HANDSET
 from tests.gateway.procutil import SERVE, GatewayProcess, eventually, free_port, gateway_env
 
 REMINDER = "a sample appointment reminder is waiting: reply Y, N or R"

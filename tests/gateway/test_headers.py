@@ -31,12 +31,12 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.config import Settings
-from bot.gateway.app import GATEWAY, create_app
-from bot.storage.redis_server import RedisServer, free_port
+from bot.app.gateway import GATEWAY, create_app
+from bot.core.config import Settings
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.auth import hmac_headers
 from bot.sinch.signatures import SigningKey
+from bot.storage.redis_server import RedisServer, free_port
 from tests.web.demo import demo_gateway
 
 TOKEN = "api-token-1234"

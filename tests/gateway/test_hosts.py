@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.config import ConfigError, Settings, load_settings
-from bot.gateway.app import create_app
-from bot.gateway.hosts import MISDIRECTED, allowed_names, host_allowed, host_name
+from bot.app.gateway import create_app
+from bot.app.hosts import MISDIRECTED, allowed_names, host_allowed, host_name
+from bot.core.config import ConfigError, Settings, load_settings
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.sandbox import Sandbox, SandboxConfig
 from tests.gateway.test_headers import Answer, raw_request

@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.app.gateway import Gateway, describe
 from bot.app.metrics import CONTENT_TYPE
-from bot.config import Settings
 from bot.conversation import Context, Keyword, Router
-from bot.gateway.app import Gateway, describe
+from bot.core.config import Settings
 from bot.storage.redis_server import RedisServer, free_port
 from bot.testing import BotTester
 from tests.gateway.procutil import eventually

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.config import ConfigError
+from bot.core.config import ConfigError
 from bot.outbox.quiet_hours import QuietHours, QuietHoursSettings, Window
 
 SYDNEY_LANDLINE = "+61291234567"  # one zone: Australia/Sydney

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway import suppression
 from bot.gateway.sender import Sender
 from bot.gateway.throttle import Throttle
+from bot.outbox import suppression
 from bot.outbox.queue import queue_requests
 from bot.receipts import records, timeline
 from bot.sandbox import Sandbox

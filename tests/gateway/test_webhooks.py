@@ -33,8 +33,8 @@ from bot.gateway.ingress import Ingress
 from bot.gateway.keys import PartitionKeys, partition_of
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.store import Store
-from bot.gateway.webhook_auth import WebhookAuth, WebhookAuthError
-from bot.gateway.webhooks import (
+from bot.ingress.webhook_auth import WebhookAuth, WebhookAuthError
+from bot.ingress.webhooks import (
     CALLBACK_PATH,
     MESSAGES_PATH,
     RECEIPTS_PATH,

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bot.config import Settings
+from bot.app.gateway import GATEWAY, Gateway, create_app
 from bot.conversation import (
     Context,
     Engine,
@@ -35,8 +35,8 @@ from bot.conversation import (
     States,
 )
 from bot.conversation.testing_backend import MemoryBackend, inbound
-from bot.gateway import records, suppression, timeline
-from bot.gateway.app import GATEWAY, Gateway, create_app
+from bot.core.config import Settings
+from bot.gateway import records, timeline
 from bot.gateway.events import InboxEvent, OutboundRequest
 from bot.gateway.handling import EventContext, GatewayLimits, Session
 from bot.gateway.keys import PartitionKeys, alive, conversation_key, handset_of, partition_of
@@ -44,6 +44,7 @@ from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.sender import Sender
 from bot.gateway.store import Batch, Store
 from bot.gateway.throttle import Throttle
+from bot.outbox import suppression
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 from handlers import compliance, keywords

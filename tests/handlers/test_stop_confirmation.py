@@ -24,9 +24,9 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from bot.app.gateway import create_app
 from bot.botconfig import BotConfig
-from bot.config import Settings
-from bot.gateway.app import create_app
+from bot.core.config import Settings
 from bot.gateway.keys import conversation_key
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.storage.redis_server import RedisServer, free_port

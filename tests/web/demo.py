@@ -23,13 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.app.gateway import GATEWAY, Gateway, create_app
 from bot.botconfig import BotConfig
-from bot.config import Settings
 from bot.conversation.context import Context
 from bot.conversation.filters import Choice, Keyword
 from bot.conversation.router import Router
 from bot.conversation.states import State, States
-from bot.gateway.app import GATEWAY, Gateway, create_app
+from bot.core.config import Settings
 from bot.gateway.keys import conversation_key
 from bot.gateway.redis_server import RedisServer, free_port
 from bot.plugins import Plugin

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.api.routes import ApiError
 from bot.app.plugins import Plugin, PluginHost
 from bot.conversation import (
     AnswersPrompt,
@@ -40,7 +41,6 @@ from bot.conversation import (
     Status,
 )
 from bot.core.sms import InvalidPhoneNumber, normalise_phone
-from bot.gateway.api import ApiError
 from bot.inbox.handling import EventContext
 from bot.storage.keys import PREFIX, PartitionKeys
 

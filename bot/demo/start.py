@@ -33,7 +33,7 @@ from bot.plugins import PluginHost
 from bot.storage.keys import PREFIX
 
 if TYPE_CHECKING:
-    from bot.gateway.app import Gateway
+    from bot.app.gateway import Gateway
 
 __all__ = [
     "DEMO_HANDSET",
