@@ -103,7 +103,8 @@ regex = "book (?P<day>[a-z]+)"
 text = "Thanks! We will text you a time on {day}."
 """
 
-_REPLY = re.compile(r"\bwe got ([a-z]+)(\d+)\.")
+_REPLY = re.compile(r"\b([a-z])(\d+)\b")
+"""A reply's echo of the benchmark message it answers (``e123``: tag, number)."""
 _TAGGED = re.compile(r"^sb:\{([^}]*)\}:([^:]*)")
 _PARTITION = re.compile(r"p\d+")
 
