@@ -1,8 +1,27 @@
-"""Moved to :mod:`bot.app.plugins`; this alias goes once every import uses the new path."""
+"""The plugin entry point's public names: what a plugin package exposes under the
+``sinchbot.plugins`` entry-point group (a :class:`Plugin`) and what its API routes are
+handed (a :class:`PluginHost`). They live in :mod:`bot.app.plugins`, with the loader."""
 
-import sys
+from bot.app.plugins import (
+    ENTRY_POINT_GROUP,
+    LoadedPlugin,
+    Plugin,
+    PluginError,
+    PluginHost,
+    PluginLoad,
+    discover,
+    load_plugins,
+    parse_names,
+)
 
-from bot.app import plugins
-from bot.app.plugins import *  # noqa: F403  (for type checkers)
-
-sys.modules[__name__] = plugins
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LoadedPlugin",
+    "Plugin",
+    "PluginError",
+    "PluginHost",
+    "PluginLoad",
+    "discover",
+    "load_plugins",
+    "parse_names",
+]

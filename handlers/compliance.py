@@ -40,9 +40,9 @@ from ``stop_words`` knowingly. Likewise ``END``, ``QUIT`` and ``INFO``.
 Suppression is per handset across all of our numbers, so whether a handset is suppressed is
 read from Redis (``redis`` given to :func:`build_router`), together with the suppression
 writes already in the event's batch (a STOP and a START handled in one inbox batch see each
-other). The handlers reach the gateway's :class:`~bot.gateway.handling.EventContext`
+other). The handlers reach the gateway's :class:`~bot.inbox.handling.EventContext`
 (batch, partition keys, limits) through the context's backend, which in the gateway is an
-:class:`~bot.conversation.adapter.EventContextBackend`; the router refuses to run over any
+:class:`~bot.inbox.engine.EventContextBackend`; the router refuses to run over any
 other backend.
 """
 
@@ -56,8 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from redis.asyncio import Redis
 
 from bot.conversation import Context, Custom, Keyword, Router, normalise
-from bot.gateway.handling import EventContext
 from bot.inbox.engine import EventContextBackend
+from bot.inbox.handling import EventContext
 from bot.outbox import suppression
 from bot.sinch.client import SinchClient
 

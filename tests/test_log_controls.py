@@ -23,7 +23,7 @@ import pytest
 import structlog
 
 from bot.core.logs import configure, escape_controls
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from tests.gateway.procutil import GatewayProcess, eventually, free_port, gateway_env
 
 FORGED = "2030-01-01T00:00:00Z [critical ] FORGED line"

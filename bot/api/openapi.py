@@ -10,7 +10,6 @@ tests check), so the document and the code cannot drift apart silently. Served a
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -18,8 +17,9 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot import __version__
-from bot.api.routes import MAX_CONVERSATIONS, MAX_TIMELINE, SendRequest
+from bot.api.models import MAX_CONVERSATIONS, MAX_TIMELINE, SendRequest
 from bot.gateway.forwarding import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER
+from bot.ingress.webhooks import WEBHOOK_OPENAPI_PATHS
 from bot.sinch.models import ProviderMessage, SenderIds
 
 __all__ = ["openapi_document"]
@@ -430,18 +430,6 @@ def _schemas() -> dict[str, Any]:
     return schemas
 
 
-def _webhook_paths() -> Mapping[str, Any]:
-    """The webhook endpoints' paths, when the webhook module provides them."""
-    try:
-        module = importlib.import_module("bot.ingress.webhooks")
-    except ModuleNotFoundError as exc:
-        if exc.name != "bot.ingress.webhooks":
-            raise
-        return _EMPTY
-    paths: Mapping[str, Any] = getattr(module, "WEBHOOK_OPENAPI_PATHS", _EMPTY)
-    return paths
-
-
 def openapi_document(
     extra_paths: Mapping[str, Any] = _EMPTY, *, include_webhooks: bool = True
 ) -> dict[str, Any]:
@@ -450,7 +438,7 @@ def openapi_document(
     merged in (operations of a path already present are added to it), plus the forwarded
     events under ``webhooks``. A fresh dict on every call."""
     paths = _api_paths()
-    sources = [_webhook_paths()] if include_webhooks else []
+    sources = [WEBHOOK_OPENAPI_PATHS] if include_webhooks else []
     for source in (*sources, extra_paths):
         for path, operations in source.items():
             paths[path] = {**paths.get(path, {}), **dict(operations)}

@@ -41,43 +41,52 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from bot.gateway import records, timeline
+from bot.api.models import (
+    MAX_CONVERSATIONS,
+    MAX_RECIPIENTS,
+    MAX_TIMELINE,
+    MAX_USER_METADATA,
+    RESERVED_METADATA,
+    RcsContent,
+    SendRequest,
+)
+from bot.api.openapi import openapi_document
+from bot.core.sms import InvalidPhoneNumber, normalise_phone, segments
 from bot.gateway.deferred import DEFERRED
-from bot.gateway.events import (
-    GW_CONVERSATION,
-    GW_ID,
+from bot.gateway.throttle import Throttle
+from bot.outbox.queue import queue_requests
+from bot.outbox.quiet_hours import Deferral, QuietHours, utc_now
+from bot.receipts import records, timeline
+from bot.sinch.client import SinchClient
+from bot.sinch.errors import SinchError
+from bot.sinch.models import (
+    Format,
+    OutboundMessage,
+    RcsMessage,
+    validation_details,
+)
+from bot.storage.events import (
     OutboundRequest,
     prepare_rcs,
     prepare_sms,
 )
-from bot.gateway.keys import PartitionKeys, conversation_key, handset_of, partition_of
-from bot.gateway.outbox import queue_requests
-from bot.gateway.quiet_hours import Deferral, QuietHours, utc_now
-from bot.gateway.store import Store, text, text_map
-from bot.gateway.throttle import Throttle
-from bot.sinch.client import SinchClient
-from bot.sinch.errors import SinchError
-from bot.sinch.models import (
-    MAX_MESSAGES_PER_CALL,
-    MAX_METADATA_PAIRS,
-    Format,
-    OutboundMessage,
-    RcsCard,
-    RcsChoice,
-    RcsMessage,
-    validation_details,
-)
-from bot.sms import InvalidPhoneNumber, normalise_phone, segments
+from bot.storage.keys import PartitionKeys, conversation_key, handset_of, partition_of
+from bot.storage.store import Store, text, text_map
 
 __all__ = [
     "API_PREFIX",
+    "MAX_CONVERSATIONS",
+    "MAX_RECIPIENTS",
+    "MAX_TIMELINE",
+    "MAX_USER_METADATA",
+    "RESERVED_METADATA",
     "Api",
     "ApiDeps",
     "ApiError",
@@ -92,76 +101,10 @@ API_PREFIX: Final = "/api"
 RETRY_AFTER: Final = 1
 """Seconds a client is asked to wait after a 503."""
 
-MAX_RECIPIENTS: Final = MAX_MESSAGES_PER_CALL
-RESERVED_METADATA: Final = (GW_ID, GW_CONVERSATION)
-MAX_USER_METADATA: Final = MAX_METADATA_PAIRS - len(RESERVED_METADATA)
-MAX_CONVERSATIONS: Final = 500
-MAX_TIMELINE: Final = 1000
-
 _JSON_TYPES: Final = frozenset({"application/json"})
 _MESSAGE_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _NUMBER_FRAGMENT: Final = re.compile(r"\+?[0-9]{1,20}")
 _SEPARATORS: Final = re.compile(r"[,;]")
-
-
-# ----------------------------------------------------------------------------- request body
-
-
-class RcsContent(BaseModel):
-    """The RCS part of a send: exactly one of ``text``, ``card`` or ``carousel``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str | None = Field(default=None, description="A text message.")
-    card: RcsCard | None = Field(default=None, description="A rich card.")
-    carousel: list[RcsCard] | None = Field(default=None, description="2 to 10 cards.")
-    choices: list[RcsChoice] = Field(
-        default_factory=list, description="Suggested replies (with text or a carousel)."
-    )
-    fallback_text: str | None = Field(
-        default=None,
-        description="SMS sent to handsets without RCS (default: the request's content).",
-    )
-
-
-class SendRequest(BaseModel):
-    """Body of ``POST /api/messages``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    to: str | list[str] = Field(
-        description="1 to 100 recipients: a list, or one string separated by commas "
-        "(or by spaces, when it has no commas). Numbers without '+' are read in the "
-        "default region."
-    )
-    channel: Literal["sms", "mms", "rcs"] = "sms"
-    content: str | None = Field(
-        default=None,
-        description="The text (required for sms and mms; for rcs, the default fallback SMS).",
-    )
-    from_: str | None = Field(
-        default=None,
-        alias="from",
-        description="Our number (E.164 or national), short code or alphanumeric sender; "
-        "default: the account's.",
-    )
-    media: list[str] | None = Field(default=None, description="MMS: http(s) media URLs.")
-    subject: str | None = Field(default=None, description="MMS: the subject.")
-    metadata: dict[str, str] | None = Field(
-        default=None,
-        description=f"Up to {MAX_USER_METADATA} pairs, echoed on receipts and replies "
-        f"({', '.join(RESERVED_METADATA)} are reserved).",
-    )
-    delivery_report: bool = Field(
-        default=True, description="Ask for delivery receipts (they reach the timeline)."
-    )
-    callback_url: str | None = Field(
-        default=None, description="Where the provider pushes this message's receipts/replies."
-    )
-    scheduled: datetime | None = Field(
-        default=None, description="sms/mms: when to send (ISO 8601 with a time zone)."
-    )
-    rcs: RcsContent | None = Field(default=None, description="Required for channel rcs.")
 
 
 # ----------------------------------------------------------------------------- dependencies
@@ -615,8 +558,6 @@ class Api:
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         if self._document is None:
-            from bot.gateway.openapi import openapi_document
-
             self._document = json.dumps(openapi_document(), ensure_ascii=False).encode()
         return web.Response(body=self._document, content_type="application/json")
 

@@ -26,12 +26,12 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
-from bot.botconfig import BotConfig
-from bot.conversation.adapter import GatewayEngineHandler
+from bot.app.plugins import Plugin, PluginLoad, load_plugins, parse_names
 from bot.conversation.context import Clock, utc_now
 from bot.conversation.engine import Engine
+from bot.core.botconfig import BotConfig
 from bot.core.config import ConfigError, Settings
-from bot.plugins import Plugin, PluginLoad, load_plugins, parse_names
+from bot.inbox.engine import GatewayEngineHandler
 from bot.sinch.client import SinchClient
 from handlers import compliance, keywords
 

@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
-from urllib.parse import quote, urlsplit
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -30,40 +30,35 @@ from redis.backoff import ExponentialBackoff
 from bot.api.routes import Api, ApiDeps, api_routes
 from bot.app.assembly import Bot, assemble
 from bot.app.hosts import host_guard
-from bot.botconfig import BotConfig, load_config
+from bot.app.metrics import METRICS_PATH, GatewayMetrics
+from bot.app.plugins import Handler, Plugin, PluginHost
 from bot.conversation.context import Clock, utc_now
+from bot.core.botconfig import BotConfig, load_config
 from bot.core.config import Settings
 from bot.core.logs import add_secret
+from bot.demo.provider import SANDBOX_KEY, InProcessSandbox, Sandbox, is_zero_config
+from bot.demo.simulator import simulator_routes
 from bot.demo.start import DEMO_HANDSET, begin, demo_config, try_it
 from bot.gateway.deferred import DeferredPump
 from bot.gateway.forwarding import Forwarder
-from bot.gateway.handling import EventHandler, GatewayLimits, RecordingHandler
 from bot.gateway.inbox import InboxConsumer
-from bot.gateway.ingress import Ingress
-from bot.gateway.metrics import METRICS_PATH, GatewayMetrics
-from bot.gateway.quiet_hours import QuietHours
-from bot.gateway.redis_server import RedisServer, RedisSupervisor, free_port
 from bot.gateway.sender import Sender
-from bot.gateway.store import Store
 from bot.gateway.throttle import Throttle, connection_id
 from bot.gateway.timers import TimerPump
-from bot.gateway.workers import WorkerRegistry
+from bot.inbox.handling import EventHandler, GatewayLimits, RecordingHandler
+from bot.ingress.admission import Ingress
 from bot.ingress.webhook_auth import WebhookAuth
 from bot.ingress.webhooks import webhook_routes
-from bot.plugins import Plugin, PluginHost
-from bot.sandbox import Sandbox, SandboxConfig
+from bot.outbox.quiet_hours import QuietHours
 from bot.sinch.client import SinchClient
+from bot.storage.redis_server import RedisServer, RedisSupervisor
+from bot.storage.store import Store
+from bot.streams.leases import WorkerRegistry
 from bot.web.routes import web_routes
 
 log = structlog.get_logger(__name__)
 
 Role = Literal["all", "web", "worker"]
-SANDBOX_KEY, SANDBOX_SECRET = "sandbox-key", "sandbox-secret"
-
-
-def is_zero_config(settings: Settings) -> bool:
-    """No provider configured: run against an in-process sandbox (the demo mode)."""
-    return not settings.has_credentials and settings.base_url is None
 
 
 def load_handler(spec: str | None) -> EventHandler:
@@ -81,6 +76,14 @@ def load_handler(spec: str | None) -> EventHandler:
     if not callable(getattr(handler, "handle", None)):
         raise ValueError(f"SINCHBOT_HANDLER {spec!r} has no handle(ctx) method")
     return handler  # type: ignore[no-any-return]
+
+
+def _unguarded(handler: Handler) -> Handler:
+    return handler
+
+
+async def _no_body(_request: web.Request) -> Any:
+    raise RuntimeError("a plugin host without the API reads no request body")
 
 
 @dataclass
@@ -165,28 +168,12 @@ class Gateway:
         )
         self.store = Store(self.redis)
 
+        self.demo_provider = InProcessSandbox(settings) if self.demo else None
         self.sandbox: Sandbox | None = None
-        if self.demo:
-            port = settings.sandbox_port or free_port(settings.host)
-            secret = settings.webhook_secret
-            token = f"?token={quote(secret.get_secret_value())}" if secret else ""
-            self.sandbox = Sandbox(
-                SandboxConfig(
-                    host=settings.host,
-                    port=port,
-                    credentials={SANDBOX_KEY: SANDBOX_SECRET},
-                    webhook_url=f"{settings.gateway_url}/webhooks/messages{token}",
-                    receipt_url=f"{settings.gateway_url}/webhooks/receipts{token}",
-                    step_delay=0.5,
-                    delivery_reports_always=True,
-                )
-            )
-            self.client = SinchClient(
-                api_key=SANDBOX_KEY,
-                api_secret=SANDBOX_SECRET,
-                base_url=f"http://{settings.host}:{port}",
-                default_region=settings.default_region,
-            )
+        """The demo's in-process sandbox (``None`` with a real provider)."""
+        if self.demo_provider is not None:
+            self.sandbox = self.demo_provider.sandbox
+            self.client = self.demo_provider.client
         else:
             self.client = SinchClient.from_settings(settings)
 
@@ -240,17 +227,13 @@ class Gateway:
             self.store,
             self.client,
             self.throttle,
-            worker_id=self.registry.worker_id,
-            partitions=settings.partitions,
+            # Drain only the partitions whose leases we hold: a conversation's messages
+            # then leave in order, even when a crashed worker's partitions move.
+            registry=self.registry,
             ttl_ms=self.ttl_ms,
             timeline_max=settings.timeline_max,
             max_deliveries=settings.max_deliveries,
-            claim_idle=settings.lease_ttl,
-            # Drain only the partitions whose leases we hold: a conversation's messages
-            # then leave in order, even when a crashed worker's partitions move.
-            owned=lambda: self.registry.owned,
         )
-        self.registry.add_listener(self.sender)
         forward_secret = (
             settings.forward_secret.get_secret_value() if settings.forward_secret else None
         )
@@ -308,6 +291,28 @@ class Gateway:
         supervisor = self.redis_supervisor
         return supervisor.reason if supervisor is not None and supervisor.failed else None
 
+    @property
+    def embedded(self) -> bool:
+        """Redis is this process's own embedded redis-server."""
+        return self.embedded_redis is not None
+
+    def plugin_host(self, name: str, api: Api | None = None) -> PluginHost | None:
+        """What the loaded plugin ``name`` is handed: its settings, the gateway's store and
+        clock, and (given the ``api``) the API's guard and body reader for its routes;
+        ``None`` when the plugin is not loaded."""
+        found = [p for p in self.bot.plugins.loaded if p.name == name] if self.bot else []
+        if not found:
+            return None
+        return PluginHost(
+            store=self.store,
+            partitions=self.settings.partitions,
+            settings=found[0].settings,
+            guard=api.guarded if api is not None else _unguarded,
+            read_json=api.read_json if api is not None else _no_body,
+            clock=self.clock,
+            default_region=self.settings.default_region,
+        )
+
     def routes(self) -> list[web.RouteDef]:
         token = self.settings.api_token.get_secret_value() if self.settings.api_token else None
         if token is None and not self.demo:
@@ -330,22 +335,20 @@ class Gateway:
             sends=self.api_sends,
         )
         routes = api_routes(deps)
+        api = Api(deps)
         if self.bot is not None:
-            api = Api(deps)
             for loaded in self.bot.plugins.loaded:
-                if loaded.plugin.routes is None:
-                    continue
-                host = PluginHost(
-                    store=self.store,
-                    partitions=self.settings.partitions,
-                    settings=loaded.settings,
-                    guard=api.guarded,
-                    read_json=api.read_json,
-                    clock=self.clock,
-                    default_region=self.settings.default_region,
-                )
-                routes += list(loaded.plugin.routes(host))
-        routes += web_routes(self)
+                host = self.plugin_host(loaded.name, api)
+                if loaded.plugin.routes is not None and host is not None:
+                    routes += list(loaded.plugin.routes(host))
+        routes += web_routes(
+            api,
+            self.store,
+            partitions=self.settings.partitions,
+            demo=self.demo,
+            simulator=self.sandbox is not None,
+        )
+        routes += simulator_routes(lambda: self.sandbox, api, self.settings.default_region)
         routes.append(self.metrics.route())
         if self.serves_http:
             routes += webhook_routes(

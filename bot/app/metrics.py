@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import structlog
 from aiohttp import web
@@ -38,11 +38,43 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from redis.asyncio import Redis
 
+from bot.core.config import Settings
+from bot.gateway.deferred import DeferredPump
+from bot.gateway.inbox import InboxConsumer
+from bot.gateway.sender import Sender
+from bot.gateway.timers import TimerPump
+from bot.ingress.admission import Ingress
 from bot.storage.keys import DLQ, PartitionKeys
+from bot.streams.leases import WorkerRegistry
 
-if TYPE_CHECKING:
-    from bot.app.gateway import Gateway
+
+class Metered(Protocol):
+    """The parts of a gateway the metrics read at scrape time
+    (:class:`bot.app.gateway.Gateway` is the one implementation)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def redis(self) -> Redis: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def api_sends(self) -> Tally[str]: ...
+    @property
+    def registry(self) -> WorkerRegistry: ...
+    @property
+    def ingress(self) -> Ingress: ...
+    @property
+    def inbox(self) -> InboxConsumer: ...
+    @property
+    def timers(self) -> TimerPump: ...
+    @property
+    def deferred(self) -> DeferredPump: ...
+    @property
+    def sender(self) -> Sender: ...
+
 
 __all__ = [
     "BATCH_BUCKETS",
@@ -104,7 +136,7 @@ class GatewayMetrics:
             metrics may be built before the parts are).
     """
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Metered) -> None:
         self.gateway = gateway
         self.registry = CollectorRegistry()
         self.handler_seconds = Histogram(

@@ -180,8 +180,9 @@ def _load_settings(report: Report, overrides: dict[str, Any]) -> Settings | None
 
 def check_configuration(report: Report, settings: Settings) -> None:
     """``SINCHBOT_CONFIG``, the event handler or the plugins and built-in handlers."""
-    from bot.app.gateway import is_zero_config, load_handler
+    from bot.app.gateway import load_handler
     from bot.core.botconfig import BotConfig, load_config
+    from bot.demo.provider import is_zero_config
 
     try:
         config = load_config(settings.config)
@@ -295,8 +296,8 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
     from redis.backoff import NoBackoff
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-    from bot.gateway.workers import META_PARTITIONS
     from bot.storage.keys import DLQ, META, WORKERS
+    from bot.streams.leases import META_PARTITIONS
 
     shown = safe_url(url)
     try:
@@ -764,7 +765,7 @@ def diagnose(overrides: dict[str, Any] | None = None) -> Report:
     settings = _load_settings(report, dict(overrides or {}))
     if settings is None:
         return report
-    from bot.app.gateway import is_zero_config
+    from bot.demo.provider import is_zero_config
 
     demo = is_zero_config(settings)
     check_configuration(report, settings)

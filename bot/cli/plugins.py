@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from bot.app.assembly import enabled_plugins
-from bot.app.gateway import is_zero_config
 from bot.app.plugins import discover, load_plugins
 from bot.cli.base import EXIT_ERROR, EXIT_OK, command, table
 from bot.core.botconfig import load_config
 from bot.core.config import load_settings
+from bot.demo.provider import is_zero_config
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -24,21 +24,21 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
+from redis.asyncio import Redis
 
-from bot.botconfig import BotConfig
-from bot.plugins import PluginHost
+from bot.core.botconfig import BotConfig
+from bot.core.clock import Clock
+from bot.core.config import Settings
 from bot.storage.keys import PREFIX
-
-if TYPE_CHECKING:
-    from bot.app.gateway import Gateway
 
 __all__ = [
     "DEMO_HANDSET",
     "DEMO_MARKER",
     "DEMO_NUMBER",
+    "DemoGateway",
     "DemoStart",
     "begin",
     "demo_config",
@@ -56,6 +56,32 @@ DEMO_MARKER: Final = f"{PREFIX}:demo"
 """String key (when the demo started, ISO 8601): the embedded Redis holds a demo's data."""
 
 
+class DemoGateway(Protocol):
+    """What the demo's start needs of its gateway (:class:`bot.app.gateway.Gateway` is the
+    one implementation; the demo does not depend on it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def redis(self) -> Redis: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def demo(self) -> bool:
+        """Zero-configuration mode (the in-process sandbox is the provider)."""
+
+    @property
+    def demo_config(self) -> bool:
+        """The demo runs :func:`demo_config` (no config file was given)."""
+
+    @property
+    def embedded(self) -> bool:
+        """Redis is the gateway's own embedded redis-server."""
+
+    def plugin_host(self, name: str) -> Any:
+        """The host the loaded plugin ``name`` is given (``None`` when it is not loaded)."""
+
+
 @dataclass(frozen=True)
 class DemoStart:
     """What a demo's start found in its Redis and did (for the banner)."""
@@ -69,7 +95,7 @@ class DemoStart:
     """The sample appointment booked by this start, if any."""
 
 
-_starts: weakref.WeakKeyDictionary[Gateway, DemoStart] = weakref.WeakKeyDictionary()
+_starts: weakref.WeakKeyDictionary[DemoGateway, DemoStart] = weakref.WeakKeyDictionary()
 
 
 def demo_config() -> BotConfig:
@@ -114,33 +140,17 @@ def demo_config() -> BotConfig:
     return BotConfig.model_validate(tables)
 
 
-async def seed(gateway: Gateway) -> str | None:
+async def seed(gateway: DemoGateway) -> str | None:
     """Book the demo's sample appointment (two hours from now, so its reminder goes at
     once) unless the demo's Redis already holds appointments; returns its id."""
-    bot = gateway.bot
-    if bot is None:
-        return None
-    loaded = {p.name: p for p in bot.plugins.loaded}
-    if "appointments" not in loaded:
+    host = gateway.plugin_host("appointments")
+    if host is None:
         return None
     from plugins.appointments.api import AppointmentsApi
     from plugins.appointments.models import INDEX, NewAppointment, new_document
 
     if await gateway.redis.hlen(INDEX):
         return None
-
-    async def unused(_request: Any) -> Any:  # pragma: no cover - the seed serves no routes
-        raise NotImplementedError
-
-    host = PluginHost(
-        store=gateway.store,
-        partitions=gateway.settings.partitions,
-        settings=loaded["appointments"].settings,
-        guard=lambda handler: handler,
-        read_json=unused,
-        clock=gateway.clock,
-        default_region=gateway.settings.default_region,
-    )
     api = AppointmentsApi(host)
     now = gateway.clock()
     new = NewAppointment.check(
@@ -159,7 +169,7 @@ async def seed(gateway: Gateway) -> str | None:
     return str(doc["id"])
 
 
-async def begin(gateway: Gateway) -> DemoStart | None:
+async def begin(gateway: DemoGateway) -> DemoStart | None:
     """A gateway's start, before its workers: outside the demo, remove :data:`DEMO_MARKER`;
     in the demo, start clean if need be and book the sample appointment (see the module
     documentation). Returns what the demo's start did (``None`` outside the demo)."""
@@ -168,7 +178,7 @@ async def begin(gateway: Gateway) -> DemoStart | None:
         await redis.delete(DEMO_MARKER)  # this data is no longer only a demo's
         return None
     cleared = kept = False
-    if gateway.embedded_redis is not None:
+    if gateway.embedded:
         if await redis.exists(DEMO_MARKER):
             await redis.flushdb()
             cleared = True
@@ -186,7 +196,7 @@ async def begin(gateway: Gateway) -> DemoStart | None:
     return start
 
 
-def try_it(gateway: Gateway) -> list[str]:
+def try_it(gateway: DemoGateway) -> list[str]:
     """The banner's demo lines: how to try it, and what this start did with earlier data."""
     start = _starts.get(gateway, DemoStart())
     line = f"  try it:    sinchbot chat --as {DEMO_HANDSET}"

@@ -39,9 +39,9 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot.gateway.crashpoints import crash_point
-from bot.gateway.ingress import Event, Ingress
-from bot.gateway.keys import handset_of
+from bot.core.crashpoints import crash_point
+from bot.core.sms import mask_phone
+from bot.ingress.admission import Event, Ingress
 from bot.ingress.webhook_auth import WebhookAuth, WebhookAuthError
 from bot.sinch.models import (
     DeliveryReceipt,
@@ -52,8 +52,8 @@ from bot.sinch.models import (
     parse_inbound,
     parse_receipt,
 )
-from bot.sms import mask_phone
 from bot.storage.events import GW_CONVERSATION
+from bot.storage.keys import handset_of
 
 __all__ = [
     "CALLBACK_PATH",

@@ -2,11 +2,11 @@
 
 A handset that texts STOP (or whose opt-out the provider reports, or that an operator opts
 out) is *suppressed*: its entry sits in its partition's hash
-:attr:`~bot.gateway.keys.PartitionKeys.optout` (handset → :class:`OptOut` as JSON), in the
+:attr:`~bot.storage.keys.PartitionKeys.optout` (handset → :class:`OptOut` as JSON), in the
 same hash slot as everything else of its conversations. Suppression is per handset, across
 all of our numbers.
 
-- Writes are operations added to a :class:`~bot.gateway.store.Batch` (:func:`suppress`,
+- Writes are operations added to a :class:`~bot.storage.store.Batch` (:func:`suppress`,
   :func:`unsuppress`), so a handler's opt-out commits atomically with the event that asked
   for it; each also records ``optout`` / ``optin`` on the conversation's timeline (the
   audit trail; an ``optout`` entry says whether the opt-out is confirmed and by whom:
@@ -36,10 +36,10 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from bot.gateway import timeline
-from bot.gateway.events import OutboundRequest
-from bot.gateway.keys import PartitionKeys, conversation_key, handset_of, partition_of
-from bot.gateway.store import RANK_ERROR, Batch, Store, text
+from bot.receipts import timeline
+from bot.storage.events import OutboundRequest
+from bot.storage.keys import PartitionKeys, conversation_key, handset_of, partition_of
+from bot.storage.store import RANK_ERROR, Batch, Store, text
 
 __all__ = [
     "COMPLIANCE_ORIGIN",

@@ -19,7 +19,7 @@ from email.utils import formatdate
 import aiohttp
 from yarl import URL
 
-from bot.aio import cancel_and_wait
+from bot.core.aio import cancel_and_wait
 from bot.sandbox.state import Stats
 from bot.sinch.signatures import SigningKey
 

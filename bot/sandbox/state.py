@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, Literal
 
+from bot.core.sms import segments
 from bot.sandbox.config import SandboxConfig
 from bot.sinch.models import (
     DeliveryStatus,
@@ -29,7 +30,6 @@ from bot.sinch.models import (
     status_for_code,
 )
 from bot.sinch.signatures import SigningKey
-from bot.sms import segments
 
 __all__ = [
     "FINAL_STATUSES",

@@ -39,7 +39,7 @@ from typing import Literal, Self
 import redis
 import structlog
 
-from bot.aio import cancel_and_wait
+from bot.core.aio import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The gateway's two web pages and the small JSON endpoints behind them.
+"""The gateway's web pages, their files, and the inspector's JSON endpoints.
 
 Plain HTML, CSS and JavaScript shipped in ``bot/web/static`` (no build step, nothing
 fetched from elsewhere); the pages poll their endpoints every half second. Every page and
@@ -7,23 +7,6 @@ gateway's own scripts, styles and requests (no inline script or style, no framin
 simulator may also show the http(s) images a message carries, as a handset would),
 ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and
 ``X-Content-Type-Options: nosniff``.
-
-**Simulator** (``/simulator``): a phone. It exists only when the gateway runs the in-process
-sandbox provider (the zero-configuration demo): its endpoints drive
-:attr:`Gateway.sandbox <bot.app.gateway.Gateway.sandbox>` directly (no second port, no
-CORS) and are as open as the sandbox's own control API; otherwise they answer 404 with a
-JSON error saying why.
-
-``GET  /simulator/api/info``
-    our numbers and the handsets seen so far.
-``GET  /simulator/api/handsets/{number}``
-    the handset's conversation: what it sent and what was sent to it, oldest first, each
-    with its provider status history (receipts), segments and encoding.
-``PUT  /simulator/api/handsets/{number}``
-    ``{"rcs": true|false}``: whether the handset speaks RCS.
-``POST /simulator/api/handsets/{number}/messages``
-    the handset sends: ``{"content", "to", "reply_to", "rcs", "choice", "media"}`` as for
-    :meth:`HandsetClient.send <bot.sandbox.server.HandsetClient.send>` (201).
 
 **Inspector** (``/inspector``): read-only views of the gateway's Redis. Its endpoints take the
 management API's bearer token exactly as ``/api`` does (401 without it, 403 when wrong; open
@@ -45,40 +28,28 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
-import secrets
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, cast
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from bot.api.routes import Api, ApiDeps, ApiError
-from bot.gateway.keys import DLQ, PartitionKeys, conversation_key, handset_of, partition_of
-from bot.gateway.store import text
+from bot.api.routes import Api, ApiError
 from bot.outbox import suppression
-from bot.sandbox.state import Message, NotFound
-from bot.sinch.models import validation_details
-from bot.sms import InvalidPhoneNumber, normalise_phone, segments
-
-if TYPE_CHECKING:
-    from bot.app.gateway import Gateway
-    from bot.sandbox import Sandbox
+from bot.storage.keys import DLQ, PartitionKeys, handset_of, partition_of
+from bot.storage.store import Store, text
 
 __all__ = [
     "PAGE_POLICY",
     "SECURITY_HEADERS",
     "SIMULATOR_POLICY",
     "STATIC_DIR",
-    "handset_view",
+    "static_response",
     "web_routes",
 ]
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 """The pages' files (shipped as package data)."""
-MAX_ITEMS: Final = 300
-"""Messages the simulator shows per handset (the newest)."""
 _STATIC_NAME: Final = re.compile(r"[A-Za-z0-9_-]+\.(html|js|css|svg|png)")
 _GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
 PAGE_POLICY: Final = (
@@ -95,16 +66,12 @@ SECURITY_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
 }
 """Headers of every page and static file (the HTML pages add their policy)."""
-_NO_SANDBOX: Final = (
-    "the simulator needs the in-process sandbox: run `sinchbot serve` without "
-    "SINCHBOT_API_KEY and SINCHBOT_BASE_URL (the zero-configuration demo)"
-)
 
 
 # ----------------------------------------------------------------------------- static files
 
 
-def _static_response(name: str) -> web.StreamResponse:
+def static_response(name: str) -> web.StreamResponse:
     """One file of :data:`STATIC_DIR` (names are checked: no paths, no other files)."""
     path = STATIC_DIR / name
     if not _STATIC_NAME.fullmatch(name) or not path.is_file():
@@ -120,180 +87,21 @@ def _static_response(name: str) -> web.StreamResponse:
     )
 
 
-# ----------------------------------------------------------------------------- the simulator
-
-
-def _item_segments(content: str) -> dict[str, Any]:
-    info = segments(content)
-    return {"segments": info.segments, "encoding": str(info.encoding)}
-
-
-def _received_item(message: Message, handset_rcs: bool) -> dict[str, Any]:
-    """A message sent to the handset, as the phone shows it. Before it is delivered the
-    phone shows it too (greyed by the page), so its receipts can be watched ticking."""
-    request = message.request
-    as_rcs = request.format == "RCS" and (
-        message.delivered_as == "RCS" if message.delivered_as else handset_rcs
-    )
-    content = request.content
-    fmt = request.format
-    if request.format == "RCS" and not as_rcs:
-        content = str((request.fallback or {}).get("content", ""))
-        fmt = "SMS"
-    return {
-        "direction": "received",
-        "id": message.message_id,
-        "message_id": message.message_id,
-        "time": message.submitted.timestamp(),
-        "peer": message.source,
-        "text": content,
-        "format": fmt,
-        "media": list(request.media or []),
-        "subject": request.subject,
-        "rcs": request.rcs if as_rcs else None,
-        "metadata": dict(request.metadata),
-        "status": message.status,
-        "status_code": message.status_code,
-        "final": message.is_final,
-        "history": [
-            {"status": status, "code": code, "time": when.timestamp()}
-            for status, code, when in message.history
-        ],
-        **_item_segments(content),
-    }
-
-
-def _sent_item(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A message the handset sent."""
-    contact = entry.get("contact_message") or {}
-    tap = contact.get("choice_response_message") if isinstance(contact, dict) else None
-    content = str(entry.get("content") or "")
-    return {
-        "direction": "sent",
-        "id": entry.get("reply_id"),
-        "message_id": entry.get("message_id"),
-        "time": float(entry.get("time") or 0.0),
-        "peer": entry.get("to"),
-        "text": content,
-        "format": entry.get("format") or "SMS",
-        "attachments": int(entry.get("attachments") or 0),
-        "choice": tap.get("postback_data") if isinstance(tap, dict) else None,
-        **_item_segments(content),
-    }
-
-
-def handset_view(sandbox: Sandbox, number: str, *, limit: int = MAX_ITEMS) -> dict[str, Any]:
-    """What the simulator's phone ``number`` shows: ``{"number", "rcs", "messages"}``,
-    messages oldest first (the newest ``limit``), each ``direction`` ``sent`` or
-    ``received``. Reading never creates the handset."""
-    state = sandbox.state
-    handset = state.handsets.get(number)
-    rcs = handset.rcs if handset is not None else True  # the sandbox's default
-    items = [_received_item(m, rcs) for m in state.iter_messages(number)]
-    if handset is not None:
-        items += [_sent_item(entry) for entry in handset.sent]
-    items.sort(key=lambda item: item["time"])
-    peers = sorted({str(item["peer"]) for item in items if item.get("peer")})
-    return {
-        "number": number,
-        "rcs": rcs,
-        "conversations": [conversation_key(peer, number) for peer in peers],
-        "messages": items[-limit:],
-    }
-
-
-class _Simulator:
-    def __init__(self, gateway: Gateway, api: Api) -> None:
-        self.gateway = gateway
-        self.api = api
-
-    @property
-    def sandbox(self) -> Sandbox:
-        sandbox = self.gateway.sandbox
-        if sandbox is None:
-            raise ApiError(404, _NO_SANDBOX)
-        return sandbox
-
-    def _number(self, request: web.Request) -> str:
-        raw = request.match_info["number"]
-        try:
-            return normalise_phone(raw, self.gateway.settings.default_region)
-        except InvalidPhoneNumber:
-            raise ApiError(422, f"number: {raw[:40]!r} is not a valid phone number") from None
-
-    async def page(self, request: web.Request) -> web.StreamResponse:
-        _ = self.sandbox
-        return _static_response("simulator.html")
-
-    async def info(self, request: web.Request) -> web.StreamResponse:
-        sandbox = self.sandbox
-        config = sandbox.config
-        return web.json_response(
-            {
-                "numbers": list(config.numbers),
-                "default_number": config.default_number,
-                "step_delay": config.step_delay,
-                "handsets": [h.summary() for h in sandbox.state.handsets.values()],
-            }
-        )
-
-    async def handset(self, request: web.Request) -> web.StreamResponse:
-        sandbox = self.sandbox
-        return web.json_response(handset_view(sandbox, self._number(request)))
-
-    async def update(self, request: web.Request) -> web.StreamResponse:
-        sandbox = self.sandbox
-        number = self._number(request)
-        body = await self.api.read_json(request)
-        if not isinstance(body, dict) or set(body) != {"rcs"} or not isinstance(body["rcs"], bool):
-            raise ApiError(422, 'body must be {"rcs": true|false}')
-        sandbox.handset(number).rcs = body["rcs"]
-        return web.json_response(sandbox.state.handset(number).summary())
-
-    async def send(self, request: web.Request) -> web.StreamResponse:
-        sandbox = self.sandbox
-        number = self._number(request)
-        body = await self.api.read_json(request)
-        if not isinstance(body, dict):
-            raise ApiError(422, "body must be a JSON object")
-        unknown = sorted(set(body) - {"content", "to", "reply_to", "rcs", "choice", "media"})
-        if unknown:
-            raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
-        to = body.get("to") or None
-        if to is not None and to not in sandbox.config.numbers:
-            raise ApiError(
-                422, f"to: must be one of our numbers ({', '.join(sandbox.config.numbers)})"
-            )
-        try:
-            result = await sandbox.handset(number).send(
-                str(body.get("content") or ""),
-                to=to,
-                reply_to=body.get("reply_to") or None,
-                media=body.get("media"),
-                rcs=bool(body.get("rcs", False)),
-                choice=body.get("choice"),
-            )
-        except ValidationError as exc:
-            raise ApiError(422, "; ".join(validation_details(exc))[:500]) from None
-        except NotFound:
-            raise ApiError(404, "reply_to: no such message") from None
-        except (ValueError, TypeError) as exc:
-            raise ApiError(422, str(exc)[:500]) from None
-        return web.json_response(result, status=201)
-
-
 # ----------------------------------------------------------------------------- the inspector
 
 
 class _Inspector:
-    def __init__(self, gateway: Gateway, api: Api) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, api: Api, store: Store, *, partitions: int, demo: bool, simulator: bool
+    ) -> None:
         self.api = api
-        self.redis = gateway.store.redis
-        self.partitions = gateway.settings.partitions
+        self.redis = store.redis
+        self.partitions = partitions
+        self.demo = demo
+        self.simulator = simulator
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return _static_response("inspector.html")
+        return static_response("inspector.html")
 
     async def conversation(self, request: web.Request) -> web.StreamResponse:
         response = cast(web.Response, await self.api.conversation(request))
@@ -350,8 +158,8 @@ class _Inspector:
         totals = {name: sum(int(row[name]) for row in partitions) for name in names}
         return web.json_response(
             {
-                "demo": self.gateway.demo,
-                "simulator": self.gateway.sandbox is not None,
+                "demo": self.demo,
+                "simulator": self.simulator,
                 "partitions": partitions,
                 "totals": totals,
                 "dlq": values[-1],
@@ -366,44 +174,24 @@ def _dumps(data: Any) -> str:
 # ----------------------------------------------------------------------------- routes
 
 
-def web_routes(gateway: Gateway) -> list[web.RouteDef]:
-    """The simulator's and the inspector's pages, assets and JSON endpoints (see the module
+def web_routes(
+    api: Api, store: Store, *, partitions: int, demo: bool, simulator: bool
+) -> list[web.RouteDef]:
+    """The pages' files and the inspector's page and JSON endpoints (see the module
     documentation), for ``app.add_routes(...)``.
 
-    The inspector's endpoints are authenticated as the management API is: with
+    The inspector's endpoints are guarded by ``api`` exactly as the management API is: with
     ``SINCHBOT_API_TOKEN`` when set, open in the demo without it, and closed to everyone
-    otherwise.
+    otherwise. ``simulator`` says whether the demo's simulator runs (the page's links).
     """
-    settings = gateway.settings
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    if token is None and not gateway.demo:
-        token = secrets.token_urlsafe(32)  # nobody can guess it: closed, as /api is
-    api = Api(
-        ApiDeps(
-            store=gateway.store,
-            partitions=settings.partitions,
-            ttl_ms=gateway.ttl_ms,
-            timeline_max=settings.timeline_max,
-            max_body=settings.max_body,
-            default_region=settings.default_region,
-            api_token=token,
-        )
-    )
     open_ = api.guarded
-    simulator = _Simulator(gateway, api)
-    inspector = _Inspector(gateway, api)
+    inspector = _Inspector(api, store, partitions=partitions, demo=demo, simulator=simulator)
 
     async def static(request: web.Request) -> web.StreamResponse:
-        return _static_response(request.match_info["name"])
+        return static_response(request.match_info["name"])
 
-    sim = "/simulator/api/handsets/{number}"
     return [
         web.get("/web/static/{name}", open_(static, auth=False), allow_head=False),
-        web.get("/simulator", open_(simulator.page, auth=False), allow_head=False),
-        web.get("/simulator/api/info", open_(simulator.info, auth=False), allow_head=False),
-        web.get(sim, open_(simulator.handset, auth=False), allow_head=False),
-        web.put(sim, open_(simulator.update, auth=False)),
-        web.post(f"{sim}/messages", open_(simulator.send, auth=False)),
         web.get("/inspector", open_(inspector.page, auth=False), allow_head=False),
         web.get("/inspector/api/stats", open_(inspector.stats), allow_head=False),
         web.get("/inspector/api/conversations", open_(api.conversations), allow_head=False),

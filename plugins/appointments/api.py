@@ -37,11 +37,11 @@ import structlog
 from aiohttp import web
 
 from bot.api.routes import ApiError
-from bot.gateway.commands import command_fields
-from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
-from bot.gateway.store import Batch, text
+from bot.core.sms import InvalidPhoneNumber, normalise_phone
+from bot.inbox.commands import command_fields
 from bot.plugins import PluginHost
-from bot.sms import InvalidPhoneNumber, normalise_phone
+from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.store import Batch, text
 from plugins.appointments import csvimport
 from plugins.appointments.flow import CANCEL, CREATE
 from plugins.appointments.models import (

@@ -56,9 +56,9 @@ from bot.conversation import (
     Status,
     normalise,
 )
-from bot.gateway.events import GW_ID
 from bot.gateway.forwarding import forward
-from bot.gateway.handling import EventContext
+from bot.inbox.handling import EventContext
+from bot.storage.events import GW_ID
 from plugins.appointments.models import (
     FINAL,
     Appointment,

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from bot.gateway.keys import PREFIX, PartitionKeys
-from bot.sms import InvalidPhoneNumber, normalise_phone
+from bot.core.sms import InvalidPhoneNumber, normalise_phone
+from bot.storage.keys import PREFIX, PartitionKeys
 from plugins.appointments.settings import format_duration, parse_duration
 
 __all__ = [

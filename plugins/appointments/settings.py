@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from bot.sms import is_e164
+from bot.core.sms import is_e164
 
 __all__ = [
     "DEFAULT_REMINDER_TEXT",

@@ -29,7 +29,7 @@ Settings: :class:`~plugins.autoreply.settings.AutoreplySettings`; router:
 :func:`~plugins.autoreply.router.build_router`.
 """
 
-from bot.app.plugins import Plugin
+from bot.plugins import Plugin
 from plugins.autoreply.router import build_router
 from plugins.autoreply.settings import AutoreplySettings, BusinessHours, Rule, load_rules_file
 

@@ -25,7 +25,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 from redis.asyncio import Redis
 
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from tests.web.demo import AUTH, HANDSET, KEY, TOKEN, demo_gateway, production
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -23,13 +23,13 @@ from bot.conversation import (
     TimerRef,
 )
 from bot.gateway.inbox import InboxConsumer
-from bot.gateway.workers import WorkerRegistry
 from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
 from bot.receipts import timeline
 from bot.sinch.models import parse_inbound
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of, timer_member
 from bot.storage.store import Batch, Store
+from bot.streams.leases import WorkerRegistry
 
 H, OURS = "+61491570156", "+61491570157"
 CONV = conversation_key(OURS, H)

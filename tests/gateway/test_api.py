@@ -15,11 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bot.api.routes import ApiDeps, api_routes
-from bot.gateway import records, timeline
-from bot.gateway.events import GW_CONVERSATION, GW_ID, OutboundRequest
-from bot.gateway.keys import PartitionKeys, conversation_key, partition_of
-from bot.gateway.openapi import (
+from bot.api.openapi import (
     ConversationList,
     ConversationView,
     Error,
@@ -28,13 +24,17 @@ from bot.gateway.openapi import (
     SendUnavailable,
     openapi_document,
 )
-from bot.gateway.redis_server import RedisServer
+from bot.api.routes import ApiDeps, api_routes
 from bot.gateway.sending import rcs_from_wire
-from bot.gateway.store import Batch, Store
 from bot.gateway.throttle import Throttle
+from bot.receipts import records, timeline
 from bot.sandbox import Sandbox
 from bot.sinch.client import SinchClient
 from bot.sinch.models import SenderIds
+from bot.storage.events import GW_CONVERSATION, GW_ID, OutboundRequest
+from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.redis_server import RedisServer
+from bot.storage.store import Batch, Store
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

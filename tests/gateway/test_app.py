@@ -23,10 +23,10 @@ from redis.asyncio import Redis
 from bot.app.gateway import GATEWAY, Gateway, create_app, describe, load_handler
 from bot.conversation import GatewayEngineHandler
 from bot.core.config import Settings
-from bot.gateway.handling import RecordingHandler
-from bot.gateway.keys import PartitionKeys, conversation_key
-from bot.gateway.redis_server import RedisServer, free_port
+from bot.inbox.handling import RecordingHandler
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
+from bot.storage.keys import PartitionKeys, conversation_key
+from bot.storage.redis_server import RedisServer, free_port
 from tests.gateway.process_handlers import TEXTS, Ack, SlowAck, ack_text
 from tests.gateway.procutil import eventually, mo_payload
 

@@ -25,7 +25,6 @@ from redis.asyncio import Redis
 from bot.api.routes import ApiDeps, api_routes
 from bot.app.gateway import GATEWAY, Gateway
 from bot.gateway.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
-from bot.gateway.workers import WorkerRegistry
 from bot.inbox.handling import EventContext, GatewayLimits, Session
 from bot.outbox.queue import queue_requests
 from bot.outbox.quiet_hours import QuietHours
@@ -36,6 +35,7 @@ from bot.storage.events import InboxEvent, OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer, free_port
 from bot.storage.store import Batch, Store
+from bot.streams.leases import WorkerRegistry
 from tests.gateway.procutil import eventually
 from tests.gateway.test_app import AUTH, TOKEN, get_json, production
 

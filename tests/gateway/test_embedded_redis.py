@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.gateway.keys import conversation_key
+from bot.storage.keys import conversation_key
 from bot.storage.redis_server import find_redis_server
 from tests.gateway.procutil import (
     SERVE,

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from bot.app.gateway import create_app
 from bot.app.hosts import MISDIRECTED, allowed_names, host_allowed, host_name
 from bot.core.config import ConfigError, Settings, load_settings
-from bot.gateway.redis_server import RedisServer, free_port
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.storage.redis_server import RedisServer, free_port
 from tests.gateway.test_headers import Answer, raw_request
 from tests.web.demo import demo_gateway
 

@@ -36,11 +36,11 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.keys import INBOX_GROUP, PartitionKeys, conversation_key, partition_of
-from bot.gateway.store import text as as_text
 from bot.gateway.throttle import Throttle, connection_id
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.storage.keys import INBOX_GROUP, PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer
+from bot.storage.store import text as as_text
 from tests.gateway.process_handlers import TEXTS, ack_text
 from tests.gateway.procutil import (
     SERVE,

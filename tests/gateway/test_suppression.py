@@ -18,8 +18,9 @@ from bot.receipts import records, timeline
 from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage
 from bot.storage.events import OutboundRequest, prepare_sms
-from bot.storage.keys import PartitionKeys, alive, conversation_key, partition_of
+from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 from bot.storage.store import Batch, Store
+from bot.streams.leases import WorkerRegistry
 from tests.gateway.procutil import eventually
 
 P = 4
@@ -183,21 +184,21 @@ async def test_operator_opt_outs_are_audited_on_every_conversation_of_the_number
 @pytest.fixture
 async def sender(redis: Redis, store: Store, sandbox: Sandbox) -> AsyncIterator[Sender]:
     client = sandbox.client(request_timeout=5.0)
+    registry = WorkerRegistry(redis, worker_id="w1", partitions=P, lease_ttl=5.0)
     made = Sender(
         store,
         client,
         Throttle(redis, "test", calls=50, period=1.0),
-        worker_id="w1",
-        partitions=P,
+        registry=registry,
         ttl_ms=TTL,
         timeline_max=TL_MAX,
         max_deliveries=3,
-        claim_idle=0.3,
         block=0.05,
     )
-    await redis.set(alive("w1"), "1", px=60_000)
+    await registry.start()  # the sender drains the partitions it holds once started
     yield made
     await made.stop()
+    await registry.stop()
     await client.aclose()
 
 

@@ -28,7 +28,6 @@ from bot.conversation import (
 )
 from bot.gateway.inbox import InboxConsumer
 from bot.gateway.timers import TimerPump
-from bot.gateway.workers import WorkerRegistry
 from bot.inbox.handling import GatewayLimits, RecordingHandler
 from bot.receipts import timeline
 from bot.sinch.models import parse_inbound
@@ -41,6 +40,7 @@ from bot.storage.keys import (
     timer_member,
 )
 from bot.storage.store import Store
+from bot.streams.leases import WorkerRegistry
 
 P = 4
 OURS = "+61491570100"

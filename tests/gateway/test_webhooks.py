@@ -28,11 +28,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bot.gateway.events import GW_CONVERSATION, InboxEvent, prepare_rcs, prepare_sms
-from bot.gateway.ingress import Ingress
-from bot.gateway.keys import PartitionKeys, partition_of
-from bot.gateway.redis_server import RedisServer, free_port
-from bot.gateway.store import Store
+from bot.core.sms import mask_phone
+from bot.ingress.admission import Ingress
 from bot.ingress.webhook_auth import WebhookAuth, WebhookAuthError
 from bot.ingress.webhooks import (
     CALLBACK_PATH,
@@ -53,7 +50,10 @@ from bot.sinch.models import (
 )
 from bot.sinch.signatures import DATE_HEADER, SIGNATURE_HEADER, SigningKey
 from bot.sinch.templates import DR_EVENTS, MO_EVENTS
-from bot.sms import mask_phone
+from bot.storage.events import GW_CONVERSATION, InboxEvent, prepare_rcs, prepare_sms
+from bot.storage.keys import PartitionKeys, partition_of
+from bot.storage.redis_server import RedisServer, free_port
+from bot.storage.store import Store
 
 P = 8
 OURS = "+61491570157"

@@ -36,17 +36,18 @@ from bot.conversation import (
 )
 from bot.conversation.testing_backend import MemoryBackend, inbound
 from bot.core.config import Settings
-from bot.gateway import records, timeline
-from bot.gateway.events import InboxEvent, OutboundRequest
-from bot.gateway.handling import EventContext, GatewayLimits, Session
-from bot.gateway.keys import PartitionKeys, alive, conversation_key, handset_of, partition_of
-from bot.gateway.redis_server import RedisServer, free_port
 from bot.gateway.sender import Sender
-from bot.gateway.store import Batch, Store
 from bot.gateway.throttle import Throttle
+from bot.inbox.handling import EventContext, GatewayLimits, Session
 from bot.outbox import suppression
+from bot.receipts import records, timeline
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
+from bot.storage.events import InboxEvent, OutboundRequest
+from bot.storage.keys import PartitionKeys, alive, conversation_key, handset_of, partition_of
+from bot.storage.redis_server import RedisServer, free_port
+from bot.storage.store import Batch, Store
+from bot.streams.leases import WorkerRegistry
 from handlers import compliance, keywords
 from handlers.compliance import ComplianceSettings
 from handlers.keywords import KeywordSettings
@@ -413,19 +414,19 @@ async def test_a_reply_queued_before_the_stop_is_held_back_by_the_sender(
     [pong] = await inbox.batch(message("ping"))
     [confirmation] = await inbox.batch(message("STOP"))
     client = sandbox.client()
+    registry = WorkerRegistry(redis, worker_id="w1", partitions=P, lease_ttl=5.0)
     sender = Sender(
         inbox.store,
         client,
         Throttle(redis, "test", calls=50, period=1.0),
-        worker_id="w1",
-        partitions=P,
+        registry=registry,
         ttl_ms=LIMITS.ttl_ms,
         timeline_max=LIMITS.timeline_max,
         max_deliveries=3,
-        claim_idle=0.3,
         block=0.05,
     )
     await redis.set(alive("w1"), "1", px=60_000)
+    await registry.start()
     await sender.start()
     try:
 
@@ -436,6 +437,7 @@ async def test_a_reply_queued_before_the_stop_is_held_back_by_the_sender(
         await eventually(recorded, timeout=10, what="the confirmation sent")
     finally:
         await sender.stop()
+        await registry.stop()
         await client.aclose()
     found = await records.read(redis, keys_of(H), pong.gw_id)
     assert found is not None and found["status"] == suppression.SUPPRESSED

@@ -25,10 +25,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bot.app.gateway import create_app
-from bot.botconfig import BotConfig
+from bot.core.botconfig import BotConfig
 from bot.core.config import Settings
-from bot.gateway.keys import conversation_key
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.storage.keys import conversation_key
 from bot.storage.redis_server import RedisServer, free_port
 from handlers.compliance import DEFAULT_STOP_REPLY
 from tests.gateway.procutil import eventually

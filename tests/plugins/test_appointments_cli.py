@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from bot.cli import main
-from bot.gateway.redis_server import RedisServer
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 from plugins.appointments import plugin
 

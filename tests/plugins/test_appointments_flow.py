@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from bot.conversation import Engine, Reply, TimerEvent
 from bot.conversation.testing_backend import HANDSET, OURS, MemoryBackend, inbound, receipt
-from bot.gateway.handling import GatewayLimits
-from bot.gateway.keys import PartitionKeys, conversation_key
-from bot.gateway.store import Batch
-from bot.sms import segments
+from bot.core.sms import segments
+from bot.inbox.handling import GatewayLimits
+from bot.storage.keys import PartitionKeys, conversation_key
+from bot.storage.store import Batch
 from plugins.appointments import AppointmentSettings, format_duration, parse_duration, plugin
 from plugins.appointments.flow import CANCEL, CREATE, build_router, timer_ids
 from plugins.appointments.models import (

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.gateway.redis_server import free_port
+from bot.storage.redis_server import free_port
 from tests.gateway.procutil import SERVE, GatewayProcess, eventually, gateway_env
 
 HANDSET = "+61491570158"  # not the demo's handset, whose sample appointment is booked too

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.gateway.redis_server import RedisServer
-from bot.plugins import load_plugins
+from bot.app.plugins import load_plugins
+from bot.storage.redis_server import RedisServer
 from bot.testing import BotTester
 from plugins.autoreply import AutoreplySettings, BusinessHours
 

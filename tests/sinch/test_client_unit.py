@@ -12,6 +12,7 @@ from time import time
 import httpx
 import pytest
 
+from bot.core.sms import InvalidPhoneNumber
 from bot.sinch.auth import verify
 from bot.sinch.client import SinchClient, chunks, split_recipients
 from bot.sinch.errors import (
@@ -26,7 +27,6 @@ from bot.sinch.errors import (
     SinchTimeoutError,
     SinchTransportError,
 )
-from bot.sms import InvalidPhoneNumber
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -24,17 +24,17 @@ from typing import Any
 from aiohttp import web
 
 from bot.app.gateway import GATEWAY, Gateway, create_app
-from bot.botconfig import BotConfig
+from bot.app.plugins import Plugin
 from bot.conversation.context import Context
 from bot.conversation.filters import Choice, Keyword
 from bot.conversation.router import Router
 from bot.conversation.states import State, States
+from bot.core.botconfig import BotConfig
 from bot.core.config import Settings
-from bot.gateway.keys import conversation_key
-from bot.gateway.redis_server import RedisServer, free_port
-from bot.plugins import Plugin
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.models import RcsCard, RcsChoice
+from bot.storage.keys import conversation_key
+from bot.storage.redis_server import RedisServer, free_port
 from tests.gateway.procutil import eventually
 
 HANDSET = "+61491570156"

@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.keys import DLQ, conversation_key
-from bot.gateway.redis_server import RedisServer
+from bot.storage.keys import DLQ, conversation_key
+from bot.storage.redis_server import RedisServer
 from bot.web.routes import STATIC_DIR
 from tests.gateway.procutil import eventually
 from tests.web.demo import AUTH, HANDSET, KEY, OURS, TOKEN, Demo, demo_gateway, production

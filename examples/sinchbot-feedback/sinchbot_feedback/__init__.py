@@ -28,7 +28,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.api.routes import ApiError
-from bot.app.plugins import Plugin, PluginHost
 from bot.conversation import (
     AnswersPrompt,
     Context,
@@ -42,6 +41,7 @@ from bot.conversation import (
 )
 from bot.core.sms import InvalidPhoneNumber, normalise_phone
 from bot.inbox.handling import EventContext
+from bot.plugins import Plugin, PluginHost
 from bot.storage.keys import PREFIX, PartitionKeys
 
 __all__ = ["Settings", "Survey", "plugin", "router"]

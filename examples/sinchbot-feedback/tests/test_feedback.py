@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sinchbot_feedback import Survey, plugin
 
-from bot.app.plugins import load_plugins
+from bot.plugins import load_plugins
 from bot.testing import BotTester
 
 CONFIG: dict[str, Any] = {"plugin": {"feedback": {"business": "Acme Dental"}}}
