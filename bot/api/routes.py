@@ -58,6 +58,7 @@ from bot.api.models import (
     SendRequest,
 )
 from bot.api.openapi import openapi_document
+from bot.core.http import BodyTooLarge, read_bounded
 from bot.core.sms import InvalidPhoneNumber, normalise_phone, segments
 from bot.gateway.deferred import DEFERRED
 from bot.gateway.throttle import Throttle
@@ -236,18 +237,12 @@ class Api:
         """The request's JSON body, bounded by ``max_body`` (415, 413, 400 otherwise)."""
         if request.content_type not in _JSON_TYPES:
             raise ApiError(415, "Content-Type must be application/json")
-        limit = self.deps.max_body
-        if request.content_length is not None and request.content_length > limit:
-            raise ApiError(413, "body too large")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(limit + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "body too large")
         try:
-            return json.loads(b"".join(chunks))
+            body = await read_bounded(request, self.deps.max_body)
+        except BodyTooLarge:
+            raise ApiError(413, "body too large") from None
+        try:
+            return json.loads(body)
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise ApiError(400, "invalid JSON") from None
 

@@ -40,6 +40,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from bot.core.crashpoints import crash_point
+from bot.core.http import BodyTooLarge, read_bounded
 from bot.core.sms import mask_phone
 from bot.ingress.admission import Event, Ingress
 from bot.ingress.webhook_auth import WebhookAuth, WebhookAuthError
@@ -123,20 +124,10 @@ def _masked(conversation: str) -> str:
 
 
 async def _read_body(request: web.Request, max_body: int) -> bytes:
-    length = request.content_length
-    if length is not None and length > max_body:
-        raise _error(413, "body too large")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(max_body + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > max_body:
-            raise _error(413, "body too large")
-    return b"".join(chunks)
+    try:
+        return await read_bounded(request, max_body)
+    except BodyTooLarge:
+        raise _error(413, "body too large") from None
 
 
 def _without_lone_surrogates(value: Any) -> Any:

@@ -37,6 +37,7 @@ import structlog
 from aiohttp import web
 
 from bot.api.routes import ApiError
+from bot.core.http import BodyTooLarge, read_bounded
 from bot.core.sms import InvalidPhoneNumber, normalise_phone
 from bot.inbox.commands import command_fields
 from bot.plugins import PluginHost
@@ -305,13 +306,7 @@ def _limit(value: str | None) -> int:
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The request body, at most ``limit`` bytes (413 otherwise)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "body too large")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body too large")
-    return b"".join(chunks)
+    try:
+        return await read_bounded(request, limit)
+    except BodyTooLarge:
+        raise ApiError(413, "body too large") from None
