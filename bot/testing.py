@@ -47,10 +47,10 @@ from bot.conversation.router import Router
 from bot.core.botconfig import BotConfig
 from bot.core.config import Settings
 from bot.core.sms import Encoding, segments
-from bot.inbox.handling import Session
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer, free_port
+from bot.storage.sessions import Session
 
 __all__ = ["BotTester", "FakeClock", "Phone", "Received", "sinchbot_redis"]
 

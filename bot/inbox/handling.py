@@ -11,7 +11,6 @@ events on the timeline and forwards them to subscribers.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,41 +23,8 @@ from bot.receipts import records, timeline
 from bot.sinch.models import DeliveryReceipt, InboundMessage, OutboundMessage
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, handset_of, our_number_of
+from bot.storage.sessions import Session as Session  # the context carries it: importable here too
 from bot.storage.store import Batch
-
-
-@dataclass
-class Session:
-    """A conversation's state, as stored: ``state`` (a name or ``None``) and ``data`` (any
-    JSON object). ``version`` is what was read; a save expects it unchanged."""
-
-    conversation: str
-    version: int = 0
-    state: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    timers: dict[str, str] = field(default_factory=dict)
-    """Pending timers of the conversation: id → due time (ISO 8601). A fired timer counts
-    only while it is still listed here with the same due time (it may have been cancelled or
-    replaced after it was fired into the inbox)."""
-    dirty: bool = False
-
-    @classmethod
-    def from_hash(cls, conversation: str, raw: dict[bytes, bytes]) -> Session:
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        return cls(
-            conversation=conversation,
-            version=int(fields.get("v", "0")),
-            state=fields.get("state") or None,
-            data=json.loads(fields.get("data", "{}")),
-            timers=json.loads(fields.get("timers", "{}")),
-        )
-
-    def to_hash(self) -> dict[str, str]:
-        return {
-            "state": self.state or "",
-            "data": json.dumps(self.data, separators=(",", ":")),
-            "timers": json.dumps(self.timers, separators=(",", ":")),
-        }
 
 
 @dataclass
