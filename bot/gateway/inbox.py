@@ -54,8 +54,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.crashpoints import crash_point
+from bot.core.logs import mask_text
 from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
-from bot.logs import mask_text
 from bot.sinch.models import DeliveryReceipt, DeliveryStatus, InboundMessage
 from bot.storage.events import GW_ID, InboxEvent
 from bot.storage.keys import INBOX_GROUP

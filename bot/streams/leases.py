@@ -33,8 +33,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.config import ConfigError
 from bot.core.aio import cancel_and_wait
+from bot.core.config import ConfigError
 from bot.storage.keys import META, WORKERS, PartitionKeys, alive
 from bot.storage.store import text
 

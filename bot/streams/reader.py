@@ -278,6 +278,7 @@ class PartitionStream:
         self.failures: dict[str, int] = {}
         """Failures so far by entry id (mirrors the failures hash; loaded by the take-over)."""
         self._lettered: set[str] = set()
+        self._rewinds = 0
 
     # ------------------------------------------------------------ reading
 
@@ -328,6 +329,7 @@ class PartitionStream:
         Raises:
             Fenced: the lease is not ours.
         """
+        rewinds = self._rewinds
         reply = await self.scripts.read(
             keys=[self.keys.lease, self.name],
             args=[self.me, self.spec.group, max(1, count), self.cursor],
@@ -339,14 +341,15 @@ class PartitionStream:
             self.last = reply[1]
             return []
         entries = [Entry(text(raw[0]), _pairs(raw[1])) for raw in reply[1]]
-        if entries:
+        if entries and rewinds == self._rewinds:  # a rewind during the read wins
             self.cursor = entries[-1].id
         return entries
 
     def rewind(self) -> None:
         """Read our own pending entries from the oldest again (after leaving some pending
-        on purpose: a failure to retry in stream order)."""
+        on purpose: a failure to retry in stream order, a buffer dropped)."""
         self.cursor = "0"
+        self._rewinds += 1
 
     async def wait(self, seconds: float, interrupt: asyncio.Event) -> None:
         """Wait until the stream has an entry after the newest one seen, ``seconds``

@@ -44,12 +44,15 @@ from bot.gateway.sending import (
 )
 from bot.gateway.store import Store, text, text_map
 from bot.gateway.throttle import Throttle
+from bot.gateway.workers import WorkerRegistry
 from bot.sandbox import Sandbox
+from bot.sender.limiter import RateLimiter
 from bot.sinch.client import SinchClient
 from bot.sinch.models import OutboundMessage, RcsCard, RcsChoice, RcsMessage
 
 P = 4
 TTL = 3_600_000
+LEASE_TTL = 1.0
 OURS = "+61491570157"
 
 
@@ -135,27 +138,31 @@ async def store(redis: Redis) -> Store:
 
 @pytest.fixture
 async def make_sender(redis: Redis, store: Store, sandbox: Sandbox) -> AsyncIterator[SenderFactory]:
-    """Start senders (alive, fast retries); every one is stopped and its client closed."""
+    """Start senders (each with its worker's registry, fast retries); every one is stopped,
+    its registry too, and its client closed."""
     made: list[tuple[Sender, SinchClient]] = []
 
     async def make(
         worker: str = "w1",
         *,
-        throttle: Throttle | None = None,
+        throttle: RateLimiter | None = None,
         client: SinchClient | None = None,
         start: bool = True,
         cls: type[Sender] = Sender,
+        registry: WorkerRegistry | None = None,
+        lease_ttl: float = LEASE_TTL,
         **options: Any,
     ) -> Sender:
         client = client or sandbox.client(request_timeout=5.0)
         throttle = throttle or Throttle(redis, "test", calls=5, period=1.0)
+        registry = registry or WorkerRegistry(
+            redis, worker_id=worker, partitions=P, lease_ttl=lease_ttl
+        )
         settings: dict[str, Any] = {
-            "worker_id": worker,
-            "partitions": P,
+            "registry": registry,
             "ttl_ms": TTL,
             "timeline_max": 100,
             "max_deliveries": 3,
-            "claim_idle": 0.3,
             "retry_attempts": 4,
             "retry_timeout": 10.0,
             "retry_wait_initial": 0.01,
@@ -167,15 +174,16 @@ async def make_sender(redis: Redis, store: Store, sandbox: Sandbox) -> AsyncIter
         }
         settings.update(options)
         sender = cls(store, client, throttle, **settings)
-        await redis.set(alive(worker), "1", px=60_000)
         made.append((sender, client))
         if start:
+            await registry.start()
             await sender.start()
         return sender
 
     yield make
     for sender, client in made:
         await sender.stop()
+        await sender.registry.stop()
         await client.aclose()
 
 
@@ -557,6 +565,7 @@ async def test_a_dead_workers_entries_are_claimed_and_at_most_one_batch_duplicat
 
     await eventually(on_the_wire)
     await a.abort()  # a crash: nothing recorded, the in-flight marker stays
+    await a.registry.halt()  # no more heartbeats: A's leases expire, B takes them
     await redis.delete(alive("A"))
     in_flight = set(json.loads(await redis.get(inflight("A")) or b"[]"))
     assert len(in_flight) == 100
@@ -595,10 +604,19 @@ async def test_a_live_workers_entries_are_left_alone(
         return a.buffered == 10
 
     await eventually(holding)
-    b = await make_sender("B")
-    await eventually(lambda: _ready(b))
-    assert await b.claim_dead() == 0
+    # B holds no lease (its registry does not run) but is told it has every partition:
+    # each take-over is refused by the fence, so nothing is taken from A.
+    b = await make_sender("B", start=False)
+    await b.start()
+    for partition in range(P):
+        await b.partition_acquired(partition)
+
+    async def fenced_everywhere() -> bool:
+        return b.counters.tally.fenced == P and not b.partitions
+
+    await eventually(fenced_everywhere)
     assert b.counters.claimed == 0
+    assert a.buffered == 10
     assert send_calls(sandbox) == []
 
 
@@ -611,6 +629,7 @@ async def test_stop_leaves_unsent_entries_pending_for_a_restart(
     )
     await eventually(lambda: _calls_at_least(sandbox, 1))
     await first.stop()  # the first batch went; the rest waits for a call that won't come
+    await first.registry.stop()  # the worker leaves; it comes back below
     assert [c["messages"] for c in send_calls(sandbox)] == [10]
     assert await outbox_left(redis) == 20
     assert await redis.exists(inflight("w1")) == 0
@@ -651,20 +670,19 @@ async def test_survives_a_redis_outage(tmp_path: Any, sandbox: Sandbox) -> None:
     redis = Redis.from_url(server.url)
     store = Store(redis)
     client = sandbox.client()
+    registry = WorkerRegistry(redis, worker_id="w1", partitions=P, lease_ttl=LEASE_TTL)
     sender = Sender(
         store,
         client,
         Throttle(redis, "t", calls=50, period=1.0),
-        worker_id="w1",
-        partitions=P,
+        registry=registry,
         ttl_ms=TTL,
         timeline_max=100,
         max_deliveries=3,
-        claim_idle=0.3,
         block=0.1,
     )
-    await redis.set(alive("w1"), "1")
     try:
+        await registry.start()
         await sender.start()
         await queue(store, [sms(1)])
         await drained(redis)
@@ -681,6 +699,7 @@ async def test_survives_a_redis_outage(tmp_path: Any, sandbox: Sandbox) -> None:
         assert sum(sender.counters.errors.values()) >= 1
     finally:
         await sender.stop()
+        await registry.stop()
         await client.aclose()
         await redis.aclose()
         server.stop()
@@ -779,23 +798,21 @@ async def test_with_partition_ownership_a_new_owner_sends_old_entries_before_new
     sandbox.set_faults(
         [{"endpoint": "POST /v1/messages", "kind": "timeout", "delay": 0.5, "count": 1}]
     )
-    everything = set(range(P))
-    a_owns: set[int] = set(everything)
-    b_owns: set[int] = set()
     first = await queue(store, [sms(i % 5, f"{i // 5}") for i in range(150)])  # 5 conversations
-    a = await make_sender("A", owned=lambda: a_owns)
+    a = await make_sender("A", lease_ttl=3.0)
 
     async def on_the_wire() -> bool:
         return bool(await redis.exists(inflight("A"))) and len(send_calls(sandbox)) == 1
 
     await eventually(on_the_wire)
     await a.abort()
+    await a.registry.halt()  # the crash: A's leases expire after 3 s
     later = await queue(store, [sms(i % 5, f"{30 + i // 5}") for i in range(50)])
     with structlog.testing.capture_logs() as logs:
-        b = await make_sender("B", owned=lambda: b_owns)
+        b = await make_sender("B", lease_ttl=3.0)
         await asyncio.sleep(0.3)
         assert b.counters.calls == 0  # owns nothing yet: sends nothing
-        b_owns.update(everything)  # A's leases expired; B acquires them
+        # A's leases expire; B acquires them
         await drained(redis)
         await sandbox.wait_idle()
         await asyncio.sleep(0.6)
@@ -825,17 +842,13 @@ async def test_partitions_move_to_a_joining_worker_without_duplicates(
     """A second worker joins while the first has calls on the wire: leases are handed over
     only after the first worker's call carrying that partition's messages is recorded, so
     nothing is sent twice."""
-    from bot.gateway.workers import WorkerRegistry
-
     sandbox.set_faults([{"endpoint": "POST /v1/messages", "kind": "latency", "delay": 1.0}])
     requests = await queue(store, [sms(i) for i in range(160)])
     one = WorkerRegistry(redis, worker_id="one", partitions=P, lease_ttl=1.0)
     two = WorkerRegistry(redis, worker_id="two", partitions=P, lease_ttl=1.0)
     small = {"batch_size": 20, "buffer_max": 20}  # batches mix partitions
-    a = await make_sender("one", owned=lambda: one.owned, start=False, **small)
-    b = await make_sender("two", owned=lambda: two.owned, start=False, **small)
-    one.add_listener(a)
-    two.add_listener(b)
+    a = await make_sender("one", registry=one, start=False, **small)
+    b = await make_sender("two", registry=two, start=False, **small)
     try:
         await one.start()
         await a.start()
@@ -852,3 +865,36 @@ async def test_partitions_move_to_a_joining_worker_without_duplicates(
     copies = [received(sandbox, r) for r in requests]
     assert copies == [1] * len(requests)
     assert a.counters.possible_duplicates == b.counters.possible_duplicates == 0
+
+
+class _Counting(RateLimiter):
+    """A rate limiter that holds nothing back and counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.paused: list[float] = []
+
+    async def acquire(self) -> float:
+        self.acquired += 1
+        return 0.0
+
+    async def pause(self, seconds: float) -> None:
+        self.paused.append(seconds)
+
+
+async def test_any_rate_limiter_can_hold_the_calls(
+    redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
+) -> None:
+    """The throttle is one implementation of the sender's RateLimiter seam: every call takes
+    from the limiter first, and a 429 pauses it."""
+    sandbox.set_faults(
+        [{"endpoint": "POST /v1/messages", "kind": "rate_limit", "retry_after": 1, "count": 1}]
+    )
+    requests = await queue(store, [sms(i) for i in range(3)])
+    limiter = _Counting()
+    sender = await make_sender(throttle=limiter)
+    await drained(redis)
+    assert [c["status"] for c in send_calls(sandbox)] == [429, 202]
+    assert limiter.acquired == sender.counters.calls == 2
+    assert limiter.paused == [1]
+    assert all(received(sandbox, r) == 1 for r in requests)

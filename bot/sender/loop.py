@@ -1,0 +1,463 @@
+"""The sender: drains the outboxes of the partitions this worker holds to the provider,
+batched, under the shared rate limiter, retried, and never lost.
+
+:class:`Sender` is a partitioned stream consumer (:mod:`bot.streams.consumer`) of the
+partitions' outbox streams (consumer group ``sender``). For every partition whose lease this
+worker holds, a reader task takes over the entries still pending there (whoever read them:
+a crashed or departed owner) and reads them first, oldest first, then new ones, into ONE
+bounded buffer shared by all partitions. Every read is a fenced script on that partition's
+stream alone (no cross-slot command). Entries that cannot be sent end at the reader: an
+unreadable one is dead-lettered, an invalid message is recorded failed on its own (messages
+are validated with the provider's rules before they may join a batch: one bad message makes
+the provider reject the whole call), an entry deleted while pending is acknowledged.
+
+One send loop per process: with something buffered it lets the reads under way land, takes
+a provider call from the :class:`~bot.sender.limiter.RateLimiter`
+(:class:`~bot.sender.throttle.Throttle`, shared by every process), then takes up to
+``batch_size`` (≤ 100) messages of one channel (SMS/MMS or RCS) from the buffer, across
+partitions (:func:`~bot.sender.batching.take_batch`), and sends them in that call
+(:mod:`bot.sender.attempts`: the suppression screen, retries, the shared 429 pause, a 400's
+blame and bisection, 401/403). There is no fixed linger: when calls are free a lone reply
+leaves at once; when they are scarce, batches fill while the loop waits for a call.
+
+Per batch, its ids are written to the worker's in-flight marker before the call
+(:mod:`bot.sender.inflight`) and cleared once the outcome is recorded
+(:mod:`bot.sender.recording`: per partition one atomic batch of records, timeline entries
+and acknowledgements, the partitions' batches committed together). After a crash the first
+worker to take over one of the dead worker's partitions logs ``possible duplicate send after
+a crash`` with the marker's ids: at most that one batch is sent twice.
+
+A conversation's messages reach the provider in order, across crashes and hand-overs: only
+the lease holder reads a partition, its pending entries go before new ones, and messages put
+back after a failed call go to the front of the buffer. A partition given back (a
+rebalance) first lets the read under way land, forgets its buffered entries (they stay
+pending for the next owner) and waits until no call of ours carries its messages; only then
+is its lease deleted, so the next owner neither sends again what is on our wire nor misses
+what our last read took. A partition lost (its lease expired) is forgotten at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+
+import structlog
+from redis.exceptions import RedisError
+
+from bot.core.aio import cancel_and_wait
+from bot.sender.attempts import Attempts, BatchState, gw_ids
+from bot.sender.batching import Item, ProviderModel, build_message, describe_invalid, take_batch
+from bot.sender.counters import SenderCounters
+from bot.sender.inflight import InflightMarker
+from bot.sender.limiter import RateLimiter
+from bot.sender.recording import OUTBOX, Outcome, Recorder, failure_field
+from bot.sinch.client import SinchClient
+from bot.sinch.models import MAX_MESSAGES_PER_CALL
+from bot.storage.events import OutboundRequest
+from bot.storage.store import Store
+from bot.streams.consumer import Partition, PartitionedConsumer
+from bot.streams.leases import WorkerRegistry
+from bot.streams.reader import Entry, TakeOver
+
+__all__ = ["Sender", "SenderCounters", "failure_field"]
+
+log = structlog.get_logger(__name__)
+
+_PAGE = 100
+"""Entries one read takes at most."""
+
+
+class Sender(PartitionedConsumer[Partition]):
+    """Drains the outboxes of the partitions this worker holds (see the module docstring).
+
+    Args:
+        store: the gateway's Redis.
+        client: the provider client (it does not retry; the sender does).
+        throttle: the rate limiter every provider call goes through (the provider-call
+            throttle shared by every process).
+        registry: this process's :class:`~bot.streams.leases.WorkerRegistry`: the sender
+            drains the partitions whose leases it holds, with its worker id as consumer
+            name.
+        ttl_ms: lifetime of message records, timelines and a narrowed in-flight marker.
+        timeline_max: length bound of a conversation's timeline.
+        max_deliveries: failed rounds of retries after which a message is given up
+            (dead-lettered).
+        retry_attempts: calls per batch before a retryable failure counts against the
+            messages (stamina ``attempts``); ``retry_timeout`` bounds the time of those
+            retries.
+        retry_wait_initial: first backoff; it doubles up to ``retry_wait_max``, plus up to
+            ``retry_wait_jitter`` of random jitter.
+        rate_limit_pause: pause after a 429 without ``Retry-After``.
+        error_backoff: wait after the provider refused a call (401/403...), and the cap of
+            the wait after a batch failed its retries.
+        batch_size: messages per call (at most 100, the provider's limit).
+        buffer_max: bound of the buffer of read but unsent entries.
+        block: seconds a reader waits for new entries before reading again (checking its
+            lease).
+        drain_timeout: how long a partition given back (or :meth:`stop`) waits for the batch
+            on the wire.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        client: SinchClient,
+        throttle: RateLimiter,
+        *,
+        registry: WorkerRegistry,
+        ttl_ms: int,
+        timeline_max: int,
+        max_deliveries: int,
+        retry_attempts: int = 5,
+        retry_timeout: float | None = 120.0,
+        retry_wait_initial: float = 0.5,
+        retry_wait_max: float = 10.0,
+        retry_wait_jitter: float = 1.0,
+        rate_limit_pause: float = 60.0,
+        error_backoff: float = 30.0,
+        batch_size: int = MAX_MESSAGES_PER_CALL,
+        buffer_max: int = 1000,
+        block: float = 0.5,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        if not 1 <= batch_size <= MAX_MESSAGES_PER_CALL:
+            raise ValueError(f"batch_size must be 1 to {MAX_MESSAGES_PER_CALL}")
+        if max_deliveries <= 0 or retry_attempts <= 0:
+            raise ValueError("max_deliveries and retry_attempts must be positive")
+        super().__init__(
+            store,
+            registry,
+            OUTBOX,
+            block=block,
+            retry_delay=0.1,
+            retry_delay_max=5.0,
+            drain_timeout=drain_timeout,
+        )
+        self.client = client
+        self.throttle = throttle
+        self.batch_size = batch_size
+        self.buffer_max = max(buffer_max, batch_size)
+        self.counters = SenderCounters(tally=self.tally)
+        self.recorder = Recorder(store, self.counters, ttl_ms=ttl_ms, timeline_max=timeline_max)
+        self.attempts = Attempts(
+            client,
+            throttle,
+            self.redis,
+            self.counters,
+            partitions=registry.partitions,
+            max_deliveries=max_deliveries,
+            retry_attempts=retry_attempts,
+            retry_timeout=retry_timeout,
+            retry_wait_initial=retry_wait_initial,
+            retry_wait_max=retry_wait_max,
+            retry_wait_jitter=retry_wait_jitter,
+            rate_limit_pause=rate_limit_pause,
+            error_backoff=error_backoff,
+            stopping=lambda: self._stopping,
+            worker_id=registry.worker_id,
+        )
+        self.marker = InflightMarker(self.redis, registry.worker_id, unknown_ttl_ms=ttl_ms)
+        self._buffer: deque[Item] = deque()
+        self._held: set[tuple[int, str]] = set()
+        """Entries in the buffer or on the wire (a reader skips them when it reads them
+        again)."""
+        self._arrived = asyncio.Event()
+        self._waiting_room: set[int] = set()
+        """Partitions whose reader waits for room in the buffer."""
+        self._wire: set[int] = set()
+        """Partitions of the batch on the wire (a release waits until they are recorded)."""
+        self._wire_done = asyncio.Event()
+        self._wire_done.set()
+        self._recording = False
+        self._stopping = False
+        self._aborted = False
+        self._task: asyncio.Task[None] | None = None
+        self._log = log.bind(worker=registry.worker_id)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the send loop and follow the leases: a reader per partition held (Redis
+        outages are survived, not fatal)."""
+        if self._task is not None:
+            return
+        self._stopping = self._aborted = False
+        self._task = asyncio.create_task(self._loop(), name=f"sender:{self.worker_id}")
+        await super().start()
+
+    async def stop(self) -> None:
+        """Stop reading; finish and record the batch on the wire (within ``drain_timeout``);
+        leave buffered, unsent entries pending for a restart or another worker (they never
+        left, so nothing is sent twice)."""
+        self._stopping = True
+        await super().stop()  # each partition: its last read lands, the wire is waited for
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if not (self.attempts.on_wire or self._recording):
+            task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=self.drain_timeout)
+        if not done:
+            self._log.warning("sender stop: the batch on the wire did not finish in time")
+            await cancel_and_wait(task)
+
+    async def abort(self) -> None:
+        """Stop at once, finishing and recording nothing: what a crash leaves behind (entries
+        pending, the in-flight marker kept). For tests and emergency shutdowns."""
+        self._aborted = self._stopping = True
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        await super().halt()
+
+    async def halt(self) -> None:
+        """:meth:`abort`."""
+        await self.abort()
+
+    def build(self, request: OutboundRequest) -> ProviderModel:
+        """The validated provider model of ``request`` (``ValueError`` when the provider
+        would reject it). Override to change what is checked before batching."""
+        return build_message(request)
+
+    @property
+    def ready(self) -> bool:
+        """The send loop runs and every partition held is taken over."""
+        return super().ready and self._task is not None
+
+    @property
+    def buffered(self) -> int:
+        """Entries read and waiting for a call."""
+        return len(self._buffer)
+
+    # ------------------------------------------------------------------ partition readers
+
+    def new_partition(self, partition: int) -> Partition:
+        return Partition(self, partition)
+
+    def room(self, part: Partition) -> int:
+        free = self.buffer_max - len(self._buffer)
+        if free <= 0:
+            self._waiting_room.add(part.partition)
+            return 0
+        return max(1, min(_PAGE, free // max(1, len(self.partitions))))
+
+    async def taken_over(self, part: Partition, found: TakeOver) -> None:
+        """Log what was claimed; take the in-flight marker of a dead worker we took entries
+        from."""
+        await super().taken_over(part, found)
+        for worker in found.holders:
+            if worker != self.worker_id and not await self.registry.is_alive(worker):
+                await self._recover_marker(worker)
+
+    async def handle(self, part: Partition, entries: Sequence[Entry]) -> None:
+        await self._accept(part.partition, entries)
+
+    async def finish(self, part: Partition) -> None:
+        """The partition is given back (its last read has landed): forget its buffered
+        entries and wait until no call of ours carries its messages."""
+        self._forget(part.partition)
+        while part.partition in self._wire:
+            await self._wire_done.wait()
+        self._forget(part.partition)  # what a failed call put back meanwhile
+
+    def ended(self, part: Partition) -> None:
+        self._waiting_room.discard(part.partition)
+        self._forget(part.partition)
+
+    async def _accept(self, partition: int, entries: Sequence[Entry]) -> None:
+        """Turn read entries into buffered items. Entries that cannot be sent end here: an
+        unreadable one is dead-lettered, an invalid message is recorded failed, a deleted
+        entry is acknowledged."""
+        fresh: list[Item] = []
+        outcomes: list[Outcome] = []
+        gone: list[str] = []
+        for entry in entries:
+            if (partition, entry.id) in self._held:
+                continue
+            if entry.gone:
+                gone.append(entry.id)
+                continue
+            fields = entry.text_fields()
+            try:
+                request = OutboundRequest.from_fields(entry.id, fields, partition)
+            except ValueError as exc:
+                error = f"not an outbound request: {exc}"
+                outcomes.append(Outcome(partition, entry.id, fields, error=error, dead_letter=True))
+                continue
+            try:
+                message = self.build(request)
+            except ValueError as exc:
+                reason = describe_invalid(exc)
+                self._log.warning(
+                    "invalid outbound message recorded failed", gw_id=request.gw_id, error=reason
+                )
+                outcomes.append(Outcome(partition, entry.id, fields, request, error=reason))
+                continue
+            fresh.append(Item(partition, entry.id, fields, request, message))
+        if outcomes or gone:
+            await self.recorder.record(outcomes, {partition: gone})
+        if fresh:
+            self._held.update(item.key for item in fresh)
+            self._buffer.extend(fresh)
+            self._arrived.set()
+
+    def _forget(self, partition: int) -> None:
+        """Drop ``partition``'s buffered entries (they stay pending in Redis)."""
+        kept: deque[Item] = deque()
+        for item in self._buffer:
+            if item.partition == partition:
+                self._held.discard(item.key)
+            else:
+                kept.append(item)
+        if len(kept) != len(self._buffer):
+            self._buffer = kept
+            self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        """The buffer has room again: wake the readers that wait for it."""
+        waiting, self._waiting_room = self._waiting_room, set()
+        for partition in waiting:
+            part = self.parts.get(partition)
+            if part is not None:
+                part.wake_up()
+
+    async def _recover_marker(self, worker: str) -> None:
+        ids = await self.marker.take(worker)
+        if ids:
+            self.counters.possible_duplicates += len(ids)
+            self._log.warning(
+                "possible duplicate send after a crash", dead=worker, messages=len(ids), gw_ids=ids
+            )
+
+    # ------------------------------------------------------------------ the send loop
+
+    async def _loop(self) -> None:
+        errors = 0
+        recovered = False
+        while not self._stopping:
+            try:
+                if not recovered:  # this worker's marker, from a run that died
+                    await self._recover_marker(self.worker_id)
+                    recovered = True
+                self._drop_stale()
+                if not self._buffer:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                # The reads under way land before the call is taken, not after: nothing
+                # may delay a call between taking it and sending it (the throttle's window
+                # counts calls from when they are taken).
+                await self._top_up()
+                await self.attempts.take_call()
+                if self._stopping:
+                    break
+                self._drop_stale()
+                batch = take_batch(self._buffer, self.batch_size)
+                self._wake_readers()
+                pause = await self._deliver(batch) if batch else 0.0
+                errors = 0
+                if pause and not self._stopping:
+                    await asyncio.sleep(pause)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Start over from this worker's pending entries: whatever the buffer held is
+                # still pending in Redis, so nothing is lost.
+                errors += 1
+                self.counters.errors[type(exc).__name__] += 1
+                self._log.warning(
+                    "sender loop failed; retrying",
+                    error=str(exc) or type(exc).__name__,
+                    exc_info=not isinstance(exc, RedisError | OSError),
+                )
+                self._start_over()
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(errors, 6)))
+
+    def _drop_stale(self) -> None:
+        """Forget buffered entries of partitions no longer read (given back or lost)."""
+        for partition in {item.partition for item in self._buffer}:
+            if self.live(partition) is None:
+                self._forget(partition)
+
+    def _start_over(self) -> None:
+        """Drop the buffer; every reader reads its pending entries from the oldest again."""
+        self._buffer.clear()
+        self._held.clear()
+        for part in self.parts.values():
+            part.stream.rewind()
+            part.wake_up()
+
+    async def _top_up(self) -> None:
+        """Let the reads under way land before a call is taken for a batch (a partition just
+        acquired is taking over, another is reading a page), at most ``block`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.block
+        while len(self._buffer) < self.batch_size:
+            busy = [
+                part
+                for part in self.parts.values()
+                if part.running and not part.draining.is_set() and not part.idle.is_set()
+            ]
+            remaining = deadline - loop.time()
+            if not busy or remaining <= 0:
+                return
+            waiters = [asyncio.ensure_future(part.idle.wait()) for part in busy]
+            try:
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def _deliver(self, items: list[Item]) -> float:
+        """Send ``items`` (one channel, pre-validated; the loop took the first call) and
+        record what became of them. Returns seconds to wait before the next batch."""
+        state = BatchState(work=deque([items]))
+        interrupted = True
+        self._wire = {item.partition for item in items}
+        self._wire_done.clear()
+        # Every line logged for this batch (the client's too) says which partitions it is of.
+        with structlog.contextvars.bound_contextvars(
+            partitions=sorted(self._wire), batch=len(items)
+        ):
+            try:
+                await self.attempts.screen(state)
+                if state.work:
+                    # The marker only matters until another worker takes over after a crash. It
+                    # is written inside the ``try`` so that a stop cancelling this very write
+                    # still clears it in ``_finish`` (the command may have reached Redis).
+                    await self.marker.mark(gw_ids(state.work[0]))
+                    await self.attempts.work(state)
+                interrupted = False
+            finally:
+                try:
+                    if not self._aborted:
+                        await self._finish(state, interrupted=interrupted)
+                finally:
+                    self._wire = set()
+                    self._wire_done.set()
+        return state.pause
+
+    async def _finish(self, state: BatchState, *, interrupted: bool) -> None:
+        """Record the batch's outcomes, put unsent messages back (those of partitions still
+        read), and clear (or narrow) the in-flight marker."""
+        if interrupted:
+            state.left.extend(state.rest())
+        self._recording = True
+        try:
+            await self.recorder.record(state.outcomes)
+        finally:
+            self._recording = False
+        for outcome in state.outcomes:
+            self._held.discard((outcome.partition, outcome.entry_id))
+        back: list[Item] = []
+        for item in state.back:
+            if not interrupted and self.live(item.partition) is not None:
+                back.append(item)
+            else:
+                state.left.append(item)
+        for item in state.left:
+            self._held.discard(item.key)
+        if back:
+            self._buffer.extendleft(reversed(back))
+            self._arrived.set()
+        await self.marker.settle([i.gw_id for i in state.left + back if i.gw_id in state.unknown])
