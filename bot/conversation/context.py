@@ -69,6 +69,8 @@ the provider echoes it on the handset's reply and on receipts."""
 Event = InboundMessage | DeliveryReceipt | TimeoutEvent | TimerEvent
 """Everything the engine dispatches."""
 EventKind = Literal["message", "receipt", "timeout", "timer"]
+"""The kind of an event (:attr:`Context.kind`), which also picks the handlers that may take
+it: ``@router.message``, ``.receipt``, ``.timeout`` or ``.timer``."""
 Write = Callable[[Any], None]
 """A storage write a handler asks for (:meth:`Context.on_commit`); the gateway calls it
 with the event's :class:`~bot.inbox.handling.EventContext`."""
@@ -89,7 +91,12 @@ def kind_of(event: Event) -> EventKind:
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
-    """A conversation's stored session: its state's name (or ``None``) and its data."""
+    """A conversation's stored session, as the engine loads it.
+
+    Attributes:
+        state: The current state's name, or ``None`` outside any flow.
+        data: The session's data, a JSON object.
+    """
 
     state: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +120,7 @@ class Reply:
 
     @property
     def text(self) -> str:
+        """The text sent (for RCS: the text shown, else the fallback or summary text)."""
         return self.request.text
 
     @property
@@ -172,13 +180,25 @@ class Context:
     Built by the engine for each event; filters, middleware and handlers share it.
 
     Attributes:
-        event: The event being handled.
+        event: The event being handled: an :class:`~bot.sinch.models.InboundMessage`,
+            a :class:`~bot.sinch.models.DeliveryReceipt`, a :class:`TimeoutEvent` or a
+            :class:`TimerEvent` (also what :attr:`message`, :attr:`receipt` and
+            :attr:`payload` read).
         kind: ``"message"``, ``"receipt"``, ``"timeout"`` or ``"timer"``.
-        data: The session's data, a JSON object the handler may change in place.
-        settings: The settings of the handling router (or the engine's).
-        replies: The replies queued so far.
-        scheduled: Timers to create when the event is committed.
-        cancelled: Ids of timers to cancel when the event is committed.
+        data: The session's data, a JSON object the handler may change in place; saved
+            with the event when it differs from what was loaded. Shared by every plugin of
+            the conversation, and emptied by :meth:`end`.
+        settings: The settings of the handling router (or the engine's): a plugin's
+            validated settings model.
+        replies: The replies queued so far (:meth:`reply`, :meth:`reply_rcs`).
+        scheduled: Timers to create when the event is committed (:meth:`schedule`,
+            :meth:`goto`).
+        cancelled: Ids of timers to cancel when the event is committed (:meth:`cancel`).
+        writes: Storage writes to run when the event is committed (:meth:`on_commit`).
+        backend: Where the session was loaded from and the effects go (the engine's
+            :class:`Backend`); handlers do not use it directly.
+        segment_budget: Replies billed above this many SMS segments are flagged and logged
+            (``None``: no budget); the config file's ``segment_budget``.
     """
 
     def __init__(
@@ -225,8 +245,9 @@ class Context:
 
     @property
     def text(self) -> str:
-        """The message's content (for an RCS choice, its postback data); ``""`` for other
-        events."""
+        """The message's content as the handset typed it (for an RCS choice, its postback
+        data); ``""`` for receipts, timers and timeouts. Filters compare it: ``Keyword``
+        normalised, ``Regex`` as is."""
         message = self.message
         return message.content if message is not None else ""
 
@@ -246,7 +267,7 @@ class Context:
 
     @property
     def handset(self) -> str:
-        """The handset's number."""
+        """The handset's number (E.164, ``"+61491570156"``), for every event kind."""
         return handset_of(self.conversation)
 
     @property
@@ -259,7 +280,8 @@ class Context:
         return _our_number(self.conversation)
 
     def now(self) -> datetime:
-        """The engine clock's current time."""
+        """The engine clock's current time, timezone-aware UTC (in a test: the
+        :class:`~bot.testing.BotTester`'s clock, which ``bot.advance`` moves)."""
         return self._clock()
 
     # -- the session ---------------------------------------------------------------
@@ -385,7 +407,8 @@ class Context:
                 ``"reply"`` (answering the handset: never deferred by quiet hours),
                 ``"timer"`` (a reminder or nudge: deferred during quiet hours), or
                 ``"compliance"`` (opt-out/opt-in confirmations and HELP: sent even to a
-                suppressed number). Default: ``"timer"`` for timer events, else ``"reply"``.
+                suppressed number). Default: ``"timer"`` in timer and timeout handlers
+                (and for commands), else ``"reply"``.
             fields: Any other field of :class:`~bot.sinch.models.OutboundMessage`
                 (``delivery_report`` defaults to true, so receipts come back).
 

@@ -95,6 +95,13 @@ class Engine:
         clock: The current time, for timers (tests pass a fake clock).
         on_error: Told the root router's name and the exception when handling an event
             raises (before the exception propagates); settable later as :attr:`on_error`.
+
+    Attributes:
+        routers: The root routers, in the order they are tried.
+        settings: Injected as ``settings`` where a router has none of its own.
+        segment_budget: The segment budget of replies (``None``: none).
+        clock: The current time, for timers and ``ctx.now()``.
+        on_error: The error hook (``None``: none).
     """
 
     def __init__(

@@ -192,8 +192,15 @@ class Not(Filter):
 class Keyword(Filter):
     """The whole message is one of ``keywords``, ignoring case, surrounding punctuation and
     whitespace (see :func:`normalise`): ``Keyword("Y", "YES")`` matches ``"yes!"`` and
-    ``" Y. "`` but not ``"yes please"``. Adds ``keyword``: the keyword that matched, as
-    declared."""
+    ``" Y. "`` but not ``"yes please"``.
+
+    Adds ``keyword``: the keyword that matched, spelt as it was declared in the filter, not
+    as the handset typed it: ``Keyword("YES", "Y")`` hands ``keyword="YES"`` to the handler
+    of ``" yes! "`` (the text typed is ``ctx.text``).
+
+    Attributes:
+        keywords: The declared keywords, by their normalised form.
+    """
 
     provides = frozenset({"keyword"})
 
@@ -224,6 +231,9 @@ class Regex(Filter):
 
         @router.message(Regex(r"^book (?P<day>mon|tue|wed)"))
         async def book(ctx: Context, day: str) -> None: ...
+
+    Attributes:
+        pattern: The compiled expression.
     """
 
     def __init__(self, pattern: str | re.Pattern[str], flags: int = re.IGNORECASE) -> None:
@@ -251,6 +261,11 @@ class StateIs(Filter):
         StateIs(Booking.awaiting)    StateIs(Booking)    StateIs(None)
 
     Names must be declared (``ValueError`` otherwise), so a typo cannot silently never match.
+
+    Attributes:
+        names: The names of the states that match.
+        none: Whether no state (outside any flow) matches.
+        any: Whether every state matches (``"*"`` was given).
     """
 
     def __init__(self, *states: StateSpec) -> None:
@@ -288,7 +303,11 @@ def _number(value: str) -> str:
 
 class FromNumber(Filter):
     """The conversation's handset is one of ``numbers`` (E.164; spaces, dashes, dots and
-    parentheses are ignored). Works for every event kind."""
+    parentheses are ignored). Works for every event kind.
+
+    Attributes:
+        numbers: The numbers, cleaned.
+    """
 
     def __init__(self, *numbers: str) -> None:
         if not numbers:
@@ -304,7 +323,11 @@ class FromNumber(Filter):
 
 class ToNumber(Filter):
     """Our number in the conversation (the one the handset wrote to) is one of ``numbers``:
-    lets one gateway run different flows on different numbers."""
+    lets one gateway run different flows on different numbers.
+
+    Attributes:
+        numbers: The numbers, cleaned.
+    """
 
     def __init__(self, *numbers: str) -> None:
         if not numbers:
@@ -343,6 +366,9 @@ class Choice(Filter):
 
         @router.message(Choice(postback=("yes", "no")))
         async def answered(ctx: Context, postback: str) -> None: ...
+
+    Attributes:
+        postbacks: The postback data that match (``None``: any tap).
     """
 
     provides = frozenset({"postback"})
@@ -371,6 +397,9 @@ class Status(Filter):
 
         @router.receipt(Status("failed", "expired", "rejected"))
         async def undeliverable(ctx: Context, receipt: DeliveryReceipt) -> None: ...
+
+    Attributes:
+        statuses: The statuses that match, lower case.
     """
 
     def __init__(self, *statuses: DeliveryStatus | str) -> None:
@@ -399,6 +428,9 @@ class AnswersPrompt(Filter):
         @router.message(Keyword("Y"), AnswersPrompt("confirm"))
         async def yes(ctx: Context, prompt: dict[str, str]) -> None:
             confirm(prompt["appointment"])
+
+    Attributes:
+        names: The prompt names that match (empty: any prompt).
     """
 
     provides = frozenset({"prompt"})
@@ -430,6 +462,9 @@ class Custom(Filter):
             return {"patient": patient} if patient else False
 
         Custom(known, provides=("patient",))
+
+    Attributes:
+        predicate: The function.
     """
 
     def __init__(self, predicate: Predicate, *, provides: Iterable[str] = ()) -> None:

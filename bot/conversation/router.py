@@ -278,6 +278,16 @@ class Router:
             (unless a descendant has its own).
         provides: Names of handler arguments that middleware (of this router or of an
             ancestor) adds to the arguments dict, so this router's handlers may ask for them.
+
+    Attributes:
+        name: Shown in logs and errors.
+        settings: Injected as ``settings`` into the handlers (a plugin's router gets its
+            validated settings here when the plugin loads).
+        provides: The argument names middleware adds.
+        parent: The router this one is included in (:meth:`include`), or ``None``.
+        children: The routers included in this one, in the order they are tried.
+        outer: Outer middleware (:meth:`outer_middleware`), outermost first.
+        inner: Inner middleware (:meth:`middleware`), outermost first.
     """
 
     def __init__(self, name: str, *, settings: Any = None, provides: Iterable[str] = ()) -> None:

@@ -37,6 +37,9 @@ class State:
 
     A state compares equal to its name, so ``ctx.state == Booking.awaiting`` works whether
     ``ctx.state`` holds the name (it does) or the state itself.
+
+    Attributes:
+        timeout: How long the conversation may stay in the state (``None``: for ever).
     """
 
     __slots__ = ("_attr", "_group", "timeout")

@@ -35,6 +35,9 @@ class TimeoutEvent:
 
     The engine dispatches it only while the conversation is still in that state; a late
     expiry of a state already left is ignored.
+
+    Attributes:
+        state: The name of the state that expired.
     """
 
     state: str
@@ -42,7 +45,14 @@ class TimeoutEvent:
 
 @dataclass(frozen=True, slots=True)
 class TimerEvent:
-    """The timer ``name`` fired, with the ``payload`` it was scheduled with."""
+    """The timer ``name`` fired, with the ``payload`` it was scheduled with (or a command
+    named ``name`` was posted into the conversation).
+
+    Attributes:
+        name: The timer's (or command's) name, as ``@router.timer(name)`` takes it.
+        payload: What it was scheduled (or posted) with, a JSON value.
+        id: The timer's id (``ctx.schedule(..., id=...)``, by default a fresh one).
+    """
 
     name: str
     payload: Any = None
@@ -58,6 +68,14 @@ class TimerRef:
     ``"timer"`` for a named timer and ``"command"`` for a command posted from outside the
     conversation (never pending: it goes straight into the inbox). ``payload`` is any JSON
     value.
+
+    Attributes:
+        id: Unique per conversation: scheduling an id that is pending replaces that timer,
+            and :meth:`Context.cancel` takes it.
+        name: The timer's name (for a state expiry: the state's name).
+        at: When it is due (UTC).
+        payload: What the handler receives as ``payload``, a JSON value.
+        kind: ``"timer"``, ``"timeout"`` or ``"command"``.
     """
 
     id: str
