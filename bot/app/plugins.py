@@ -135,6 +135,8 @@ class PluginHost:
         read_json: Reads a request's JSON body within the API's size limit (415, 413,
             400 as :class:`~bot.api.routes.ApiError`).
         default_region: Region for phone numbers written without ``+``.
+        extra: Free for the plugin's routes to keep what they share (empty when handed
+            over; the gateway never reads it).
     """
 
     store: Store
@@ -159,7 +161,13 @@ class PluginHost:
 
 @dataclass(frozen=True)
 class LoadedPlugin:
-    """An enabled plugin, configured."""
+    """An enabled plugin, configured.
+
+    Attributes:
+        plugin: The plugin as its entry point (or the caller) gave it.
+        settings: Its validated settings (an instance of ``plugin.settings``, or ``None``).
+        router: Its router, built with those settings.
+    """
 
     plugin: Plugin
     settings: Any
@@ -167,6 +175,7 @@ class LoadedPlugin:
 
     @property
     def name(self) -> str:
+        """The plugin's name."""
         return self.plugin.name
 
 
@@ -175,11 +184,13 @@ class PluginLoad:
     """What :func:`load_plugins` made of the enabled names."""
 
     loaded: list[LoadedPlugin] = field(default_factory=list)
+    """The plugins that loaded, in the order given."""
     problems: list[str] = field(default_factory=list)
     """One line per plugin left out."""
 
     @property
     def routers(self) -> list[Router]:
+        """The loaded plugins' routers, in order (what the engine runs after compliance)."""
         return [p.router for p in self.loaded]
 
 
@@ -221,9 +232,17 @@ def load_plugins(
 
     Args:
         names: The enabled plugins.
-        tables: Each plugin's settings table (the config file's ``[plugin.<name>]``).
+        tables: The settings tables by plugin name: the config file's ``[plugin]`` table,
+            ``{"feedback": {"business": "Acme Dental"}}``. (Not the whole config file:
+            :class:`bot.testing.BotTester` takes that, ``config={"plugin": {"feedback":
+            {...}}}``.) A plugin without an entry is configured with its defaults.
         available: Plugins given directly (tests do), found before the installed
             entry points of the same name.
+
+    ::
+
+        load = load_plugins(["feedback"], {"feedback": {"nudge_after": "soon"}})
+        load.problems  # ["plugin 'feedback': invalid settings: nudge_after: ..."]
 
     Problems (unknown name, import error, invalid settings, a duplicate) are collected in
     :attr:`PluginLoad.problems`, one line each (the caller reports them); the other
