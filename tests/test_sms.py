@@ -183,6 +183,28 @@ def test_gsm_segments_match_oracle(text: str) -> None:
     assert as_tuple(info) == gsm_oracle(text)
 
 
+@given(st.one_of(gsm_texts, st.text(alphabet=BASIC + "x" * 20 + EXTENSION, max_size=700)))
+def test_gsm_segments_are_smsutils_split(text: str) -> None:
+    """The GSM-7 count done here splits exactly as smsutil.gsm_split does."""
+    info = segments(text)
+    parts = smsutil.gsm_split(text).parts if text else []
+    per_segment = 160 if len(parts) <= 1 else 153
+    last = int(parts[-1].bytes) if parts else 0
+    assert as_tuple(info) == (
+        max(len(parts), 1),
+        sum(int(part.bytes) for part in parts),
+        per_segment,
+        per_segment - last,
+    )
+
+
+@given(st.text(alphabet=st.one_of(st.characters(), gsm_chars, st.just("\x1b")), max_size=40))
+def test_is_gsm7_is_smsutils_check_without_escape(text: str) -> None:
+    expected = not text or ("\x1b" not in text and bool(smsutil.is_valid_gsm(text)))
+    assert is_gsm7(text) is expected
+    assert (segments(text).encoding is Encoding.GSM7) is expected
+
+
 @given(ucs2_texts)
 def test_ucs2_segments_match_oracle(text: str) -> None:
     info = segments(text)

@@ -1,8 +1,10 @@
 """SMS text and phone-number utilities.
 
 * :func:`segments` tells which encoding a message body needs (GSM-7 or UCS-2) and how many
-  SMS segments it is billed as. The GSM 03.38 character table and the part splitting come from
-  :mod:`smsutil`; this module only adds the corrections listed in :func:`segments`.
+  SMS segments it is billed as. The GSM 03.38 character table comes from :mod:`smsutil`; a
+  GSM-7 text is counted here (one regular expression and a few ``str.count`` calls: every
+  reply is counted three times on its way out), a UCS-2 one is split by smsutil, with the
+  corrections listed in :func:`segments`.
 * :func:`normalise_phone` turns what a person types into an E.164 number, :func:`is_e164`
   checks the provider's own address rule and :func:`mask_phone` hides a number for logs.
 """
@@ -42,6 +44,12 @@ UCS2_MULTI_SEGMENT: Final = 67
 """UTF-16 code units per segment of a concatenated UCS-2 message."""
 
 _ESCAPE: Final = "\x1b"
+_GSM_EXTENSION: Final = smsutil.codecs.GSM_EXT_CHARSET
+"""Characters of the extension table: each takes two septets (ESC and its code)."""
+_NOT_GSM: Final = re.compile(
+    "[^" + re.escape(smsutil.codecs.GSM_BASIC_CHARSET.replace(_ESCAPE, "") + _GSM_EXTENSION) + "]"
+)
+"""Any character outside the GSM 03.38 tables, or a literal ESC (see :func:`is_gsm7`)."""
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _E164: Final = re.compile(r"\+[0-9]{8,15}")
 _PHONE_CHARS: Final = frozenset(" \t-.()/+")
@@ -83,9 +91,29 @@ def is_gsm7(text: str) -> bool:
     The empty string is GSM-7. A literal ESC character (U+001B) is not: on the air it is the
     escape to the extension table, so it cannot stand for itself (smsutil accepts it).
     """
-    if not text:
-        return True
-    return _ESCAPE not in text and bool(smsutil.is_valid_gsm(text))
+    return _NOT_GSM.search(text) is None
+
+
+def _gsm7_info(text: str) -> SegmentInfo:
+    """Segments of a GSM-7 ``text`` (non-empty, every character in the tables), counted
+    the way ``smsutil.gsm_split`` splits: greedily, an escape pair never cut."""
+    extended = sum(map(text.count, _GSM_EXTENSION))
+    units = len(text) + extended
+    if units <= GSM7_SINGLE_SEGMENT:
+        return SegmentInfo(
+            Encoding.GSM7, 1, units, GSM7_SINGLE_SEGMENT, GSM7_SINGLE_SEGMENT - units
+        )
+    if not extended:
+        count = -(-units // GSM7_MULTI_SEGMENT)
+        used = units - GSM7_MULTI_SEGMENT * (count - 1)
+    else:
+        count, used = 1, 0
+        for char in text:
+            weight = 2 if char in _GSM_EXTENSION else 1
+            if used + weight > GSM7_MULTI_SEGMENT:
+                count, used = count + 1, 0
+            used += weight
+    return SegmentInfo(Encoding.GSM7, count, units, GSM7_MULTI_SEGMENT, GSM7_MULTI_SEGMENT - used)
 
 
 def segments(text: str) -> SegmentInfo:
@@ -93,8 +121,9 @@ def segments(text: str) -> SegmentInfo:
 
     The empty string counts as one empty GSM-7 segment, as carriers bill it.
 
-    Built on ``smsutil.gsm_split`` / ``smsutil.unicode_split``, which already keep GSM escape
-    pairs and characters outside the BMP whole. On top of that:
+    GSM-7 is counted here, UCS-2 by ``smsutil.unicode_split``; both keep GSM escape pairs and
+    characters outside the BMP whole, and split as ``smsutil`` does (the tests hold the two
+    GSM-7 counts equal). On top of smsutil:
 
     * a surrogate pair held as two code points (``"\\ud83d\\ude00"``, e.g. from a
       ``surrogatepass`` decode) is joined first, since smsutil would otherwise cut between its
@@ -110,22 +139,15 @@ def segments(text: str) -> SegmentInfo:
             per_segment=GSM7_SINGLE_SEGMENT,
             remaining=GSM7_SINGLE_SEGMENT,
         )
+    if is_gsm7(text):
+        return _gsm7_info(text)
     if _SURROGATE.search(text):
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-
-    if is_gsm7(text):
-        encoding, bytes_per_unit = Encoding.GSM7, 1
-        single, multi = GSM7_SINGLE_SEGMENT, GSM7_MULTI_SEGMENT
-        result = smsutil.gsm_split(text)
-    else:
-        encoding, bytes_per_unit = Encoding.UCS2, 2
-        single, multi = UCS2_SINGLE_SEGMENT, UCS2_MULTI_SEGMENT
-        result = smsutil.unicode_split(text)
-
-    part_units = [int(part.bytes) // bytes_per_unit for part in result.parts]
-    per_segment = single if len(part_units) == 1 else multi
+    result = smsutil.unicode_split(text)
+    part_units = [int(part.bytes) // 2 for part in result.parts]
+    per_segment = UCS2_SINGLE_SEGMENT if len(part_units) == 1 else UCS2_MULTI_SEGMENT
     return SegmentInfo(
-        encoding=encoding,
+        encoding=Encoding.UCS2,
         segments=len(part_units),
         units=sum(part_units),
         per_segment=per_segment,
