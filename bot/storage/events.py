@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from bot.sinch.models import (
     DeliveryReceipt,
@@ -33,6 +33,7 @@ GW_CONVERSATION = "gw_conv"
 """Metadata key carrying the conversation an outbound message belongs to."""
 
 Fields = dict[str, str]
+_M = TypeVar("_M", OutboundMessage, RcsMessage)
 
 
 def _text(value: bytes | str) -> str:
@@ -177,15 +178,24 @@ class OutboundRequest:
             raise ValueError(f"not an outbound entry: {exc}") from exc
 
 
+def _identified(message: _M, gw_id: str, conversation: str) -> _M:
+    """``message`` with our id and its conversation added to its metadata. Only the metadata
+    changed, so only that field is validated again (the provider's 10-pair limit and
+    lengths still hold), not the whole, already validated message."""
+    metadata = {**(message.metadata or {}), GW_ID: gw_id, GW_CONVERSATION: conversation}
+    checked = message.model_copy(update={"metadata": metadata})
+    type(message).__pydantic_validator__.validate_assignment(checked, "metadata", metadata)
+    return checked
+
+
 def prepare_sms(
     message: OutboundMessage, conversation: str, *, gw_id: str | None = None, origin: str = "api"
 ) -> OutboundRequest:
     """An outbound request for an SMS/MMS: our id and the conversation go into metadata
-    (re-validated, so the provider's 10-pair limit still holds)."""
+    (validated, so the provider's 10-pair limit still holds: ``ValueError``, pydantic's
+    ``ValidationError``, when they do not fit)."""
     gw_id = gw_id or new_id()
-    metadata = {**(message.metadata or {}), GW_ID: gw_id, GW_CONVERSATION: conversation}
-    checked = message.model_copy(update={"metadata": metadata})
-    OutboundMessage.model_validate(checked.model_dump())
+    checked = _identified(message, gw_id, conversation)
     return OutboundRequest(
         gw_id, conversation, "sms", checked.to_api(), origin, text=message.content
     )
@@ -196,8 +206,7 @@ def prepare_rcs(
 ) -> OutboundRequest:
     """An outbound request for an RCS message (see :func:`prepare_sms`)."""
     gw_id = gw_id or new_id()
-    metadata = {**(message.metadata or {}), GW_ID: gw_id, GW_CONVERSATION: conversation}
-    checked = RcsMessage.model_validate({**message.model_dump(), "metadata": metadata})
+    checked = _identified(message, gw_id, conversation)
     return OutboundRequest(
         gw_id, conversation, "rcs", checked.to_api(), origin, text=message.summary_text()
     )
