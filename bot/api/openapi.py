@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot import __version__
 from bot.api.models import MAX_CONVERSATIONS, MAX_TIMELINE, SendRequest
-from bot.gateway.forwarding import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER
 from bot.ingress.webhooks import WEBHOOK_OPENAPI_PATHS
+from bot.receipts.forwarding import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER
 from bot.sinch.models import ProviderMessage, SenderIds
 
 __all__ = ["openapi_document"]

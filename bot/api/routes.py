@@ -60,11 +60,11 @@ from bot.api.models import (
 from bot.api.openapi import openapi_document
 from bot.core.http import BodyTooLarge, read_bounded
 from bot.core.sms import InvalidPhoneNumber, normalise_phone, segments
-from bot.gateway.deferred import DEFERRED
-from bot.gateway.throttle import Throttle
+from bot.outbox.deferred import DEFERRED
 from bot.outbox.queue import queue_requests
 from bot.outbox.quiet_hours import Deferral, QuietHours, utc_now
 from bot.receipts import records, timeline
+from bot.sender.throttle import Throttle
 from bot.sinch.client import SinchClient
 from bot.sinch.errors import SinchError
 from bot.sinch.models import (

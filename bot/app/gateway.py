@@ -39,17 +39,17 @@ from bot.core.logs import add_secret
 from bot.demo.provider import SANDBOX_KEY, InProcessSandbox, Sandbox, is_zero_config
 from bot.demo.simulator import simulator_routes
 from bot.demo.start import DEMO_HANDSET, begin, demo_config, try_it
-from bot.gateway.deferred import DeferredPump
-from bot.gateway.forwarding import Forwarder
-from bot.gateway.inbox import InboxConsumer
-from bot.gateway.sender import Sender
-from bot.gateway.throttle import Throttle, connection_id
-from bot.gateway.timers import TimerPump
 from bot.inbox.handling import EventHandler, GatewayLimits, RecordingHandler
+from bot.inbox.timers import TimerPump
+from bot.inbox.worker import InboxConsumer
 from bot.ingress.admission import Ingress
 from bot.ingress.webhook_auth import WebhookAuth
 from bot.ingress.webhooks import webhook_routes
+from bot.outbox.deferred import DeferredPump
 from bot.outbox.quiet_hours import QuietHours
+from bot.receipts.forwarding import Forwarder
+from bot.sender.loop import Sender
+from bot.sender.throttle import Throttle, connection_id
 from bot.sinch.client import SinchClient
 from bot.storage.redis_server import RedisServer, RedisSupervisor
 from bot.storage.store import Store

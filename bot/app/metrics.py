@@ -3,7 +3,7 @@
 Each :class:`~bot.app.gateway.Gateway` has a :class:`GatewayMetrics` with a registry of its
 own (no global state: tests run many gateways in one process). Most figures are not counted
 twice: a collector reads the counters the parts keep anyway at scrape time
-(:class:`~bot.gateway.sender.SenderCounters`, :class:`~bot.gateway.inbox.InboxStats`,
+(:class:`~bot.sender.loop.SenderCounters`, :class:`~bot.inbox.worker.InboxStats`,
 :attr:`Ingress.counts <bot.ingress.admission.Ingress.counts>`, the timer and deferred pumps).
 Only what nobody counted is observed here: the handler latency (the inbox's ``on_handled``
 hook) and the handler errors per router (the engine's ``on_error`` hook).
@@ -41,11 +41,11 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from bot.core.config import Settings
-from bot.gateway.deferred import DeferredPump
-from bot.gateway.inbox import InboxConsumer
-from bot.gateway.sender import Sender
-from bot.gateway.timers import TimerPump
+from bot.inbox.timers import TimerPump
+from bot.inbox.worker import InboxConsumer
 from bot.ingress.admission import Ingress
+from bot.outbox.deferred import DeferredPump
+from bot.sender.loop import Sender
 from bot.storage.keys import DLQ, PartitionKeys
 from bot.streams.leases import WorkerRegistry
 

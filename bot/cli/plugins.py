@@ -1,4 +1,9 @@
-"""``sinchbot plugins``: the installed plugins, which are enabled, and whether they load."""
+"""``sinchbot plugins``: the installed plugins, which are enabled, and whether they load.
+
+The ENABLED column says ``#N`` for an enabled plugin, its place in the order the enabled
+plugins are tried (``#1`` first: after the built-in compliance handler, before the keyword
+replies and the fallback), and ``no`` for one installed but not enabled.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ from bot.cli.base import EXIT_ERROR, EXIT_OK, command, table
 from bot.core.botconfig import load_config
 from bot.core.config import load_settings
 from bot.demo.provider import is_zero_config
+
+ORDER_NOTE = (
+    "#N: enabled, tried N-th (after compliance, before the keyword replies and the fallback)"
+)
+"""The line under the listing that says what ``#1``, ``#2``... mean."""
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -55,6 +65,8 @@ def _plugins(args: argparse.Namespace) -> int:
         )
         for line in lines:
             print(line)
+        if enabled:
+            print(ORDER_NOTE)
         for row in rows:
             if row["problem"]:
                 print(f"error: {row['problem']}")
@@ -70,6 +82,9 @@ def _add_plugins(commands: Any) -> None:
         description=(
             "Plugins are packages publishing the 'sinchbot.plugins' entry point. The enabled\n"
             "ones come from SINCHBOT_PLUGINS, else the 'plugins' list of SINCHBOT_CONFIG.\n"
+            "ENABLED is #N for an enabled plugin, its place in the order the plugins are\n"
+            "tried (#1 first, after compliance; the keyword replies and the fallback come\n"
+            "after the last), and no for one installed but not enabled.\n"
             "Exit status 1 when an enabled plugin cannot be loaded or configured."
         ),
         examples=["sinchbot plugins", "SINCHBOT_PLUGINS=appointments sinchbot plugins --json"],

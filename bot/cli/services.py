@@ -22,8 +22,8 @@ from bot.cli.base import (
     table,
 )
 from bot.cli.messaging import split_values
-from bot.config import ConfigError, load_settings
-from bot.sms import normalise_phone
+from bot.core.config import ConfigError, load_settings
+from bot.core.sms import normalise_phone
 
 # --------------------------------------------------------------------------- sandbox
 
@@ -254,8 +254,8 @@ def _dlq(
 
 async def _dlq_list(redis: Any, args: argparse.Namespace) -> None:
     """List dead letters, oldest first."""
-    from bot.gateway import dlq
-    from bot.logs import mask_text
+    from bot.core.logs import mask_text
+    from bot.streams import dlq
 
     entries = await dlq.list_dead(redis, args.count)
     if args.json:
@@ -287,7 +287,7 @@ async def _dlq_list(redis: Any, args: argparse.Namespace) -> None:
 
 async def _dlq_replay(redis: Any, args: argparse.Namespace) -> None:
     """Put dead letters back on their streams."""
-    from bot.gateway import dlq
+    from bot.streams import dlq
 
     done = await dlq.replay(redis, "all" if args.all else args.ids)
     print(f"replayed {done} dead letter{'' if done == 1 else 's'}")
@@ -295,7 +295,7 @@ async def _dlq_replay(redis: Any, args: argparse.Namespace) -> None:
 
 async def _dlq_purge(redis: Any, args: argparse.Namespace) -> None:
     """Delete dead letters for good."""
-    from bot.gateway import dlq
+    from bot.streams import dlq
 
     done = await dlq.purge(redis, "all" if args.all else args.ids)
     print(f"deleted {done} dead letter{'' if done == 1 else 's'}")
@@ -353,7 +353,7 @@ def _add_dlq(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     """Run the gateway until SIGTERM or Ctrl-C."""
-    from bot.gateway.serve import run
+    from bot.app.serve import run
     from bot.storage.redis_server import RedisServerError
 
     options = {"host": args.host, "port": args.port, "handler": args.event_handler}

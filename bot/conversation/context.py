@@ -31,7 +31,6 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from bot.conversation.states import StateLike, States
-from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
 from bot.core.clock import Clock, utc_now
 from bot.core.sms import SegmentInfo, segments
 from bot.sinch.models import (
@@ -45,6 +44,7 @@ from bot.sinch.models import (
 )
 from bot.storage.events import OutboundRequest, prepare_rcs, prepare_sms
 from bot.storage.keys import handset_of
+from bot.storage.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
 
 __all__ = [
     "PROMPT_KEY",

@@ -30,7 +30,7 @@ import structlog
 
 from bot.conversation.context import Backend, Clock, Context, Event, EventKind, utc_now
 from bot.conversation.router import KINDS, HandlerSpec, Middleware, NextHandler, Router
-from bot.conversation.timers import TimeoutEvent
+from bot.storage.timers import TimeoutEvent
 
 __all__ = ["DEFAULT_SEGMENT_BUDGET", "Engine", "ErrorHook"]
 

@@ -80,7 +80,7 @@ from bot.conversation.filters import (
     evaluate,
 )
 from bot.conversation.states import StateLike, States
-from bot.conversation.timers import TimeoutEvent, TimerEvent
+from bot.storage.timers import TimeoutEvent, TimerEvent
 
 __all__ = [
     "ARGUMENTS",

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from bot.conversation.context import Reply, SessionSnapshot, Write
-from bot.conversation.timers import TimerRef
 from bot.sinch.models import (
     Channel,
     DeliveryReceipt,
@@ -33,6 +32,7 @@ from bot.sinch.models import (
     status_for_code,
 )
 from bot.storage.keys import conversation_key
+from bot.storage.timers import TimerRef
 
 __all__ = ["HANDSET", "OURS", "MemoryBackend", "inbound", "receipt"]
 

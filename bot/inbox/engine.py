@@ -4,7 +4,7 @@
 each inbox event it records the event on the timeline, then dispatches it to the engine over
 an :class:`EventContextBackend`, so replies go to the outbox, the session is written with
 the gateway's version check, a state change lands on the timeline and timers are stored in
-the partition's timer set (fired later by :class:`~bot.gateway.timers.TimerPump` through the
+the partition's timer set (fired later by :class:`~bot.inbox.timers.TimerPump` through the
 inbox), all in the event's batch::
 
     consumer = InboxConsumer(..., handler=GatewayEngineHandler(Engine(*routers)))
@@ -21,9 +21,9 @@ import structlog
 
 from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.engine import Engine
-from bot.conversation.timers import TimerRef
 from bot.inbox.handling import EventContext, record_event
 from bot.storage.keys import timer_member
+from bot.storage.timers import TimerRef
 
 __all__ = ["EventContextBackend", "GatewayEngineHandler", "GatewayOutcome"]
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.gateway import forwarding
 from bot.outbox.quiet_hours import QuietHours, utc_now
-from bot.receipts import records, timeline
+from bot.receipts import forwarding, records, timeline
 from bot.sinch.models import DeliveryReceipt, InboundMessage, OutboundMessage
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, handset_of, our_number_of

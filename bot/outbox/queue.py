@@ -8,8 +8,8 @@ Quiet hours: given a :class:`~bot.outbox.quiet_hours.QuietHours` policy, a reque
 origin the policy applies to (not a reply, not a compliance message) and whose handset is
 inside its quiet window is not appended to the outbox but deferred: stored in the
 partition's deferred set until the window ends, its record created with status
-``deferred``. :class:`~bot.gateway.deferred.DeferredPump` moves it to the outbox then (see
-:mod:`bot.gateway.deferred` for the key layout). The caller records the ``deferred``
+``deferred``. :class:`~bot.outbox.deferred.DeferredPump` moves it to the outbox then (see
+:mod:`bot.outbox.deferred` for the key layout). The caller records the ``deferred``
 timeline entry (:func:`deferred_entry`) after the ``outbound`` one.
 
 Sends that do not come from a handler (the management API, the CLI through the server) use
@@ -23,7 +23,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.gateway.deferred import DEFERRED
+from bot.outbox.deferred import DEFERRED
 from bot.outbox.quiet_hours import Deferral, QuietHours, utc_now
 from bot.receipts import records, timeline
 from bot.storage.events import OutboundRequest

@@ -3,7 +3,7 @@
 Inbox entries carry a provider event (an :class:`InboundMessage` or a
 :class:`DeliveryReceipt`) or a due timer (a
 :class:`~bot.conversation.timers.TimerRef`, put there by
-:class:`~bot.gateway.timers.TimerPump`) with the conversation it belongs to. Outbox entries carry an
+:class:`~bot.inbox.timers.TimerPump`) with the conversation it belongs to. Outbox entries carry an
 :class:`OutboundRequest`: one message to send, already validated, with our own id
 (``gw_id``) in its metadata so receipts and replies can be traced back to it.
 """
@@ -24,7 +24,7 @@ from bot.sinch.models import (
 )
 
 if TYPE_CHECKING:
-    from bot.conversation.timers import TimerRef
+    from bot.storage.timers import TimerRef
 
 GW_ID = "gw_id"
 """Metadata key carrying our id of an outbound message; the provider echoes metadata on
@@ -94,7 +94,7 @@ class InboxEvent:
             event = InboundMessage.model_validate_json(payload)
         elif kind == "timer":
             # Imported here: bot.conversation imports the gateway's handling module.
-            from bot.conversation.timers import TimerRef
+            from bot.storage.timers import TimerRef
 
             try:
                 value = json.loads(payload)

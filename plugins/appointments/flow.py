@@ -56,8 +56,8 @@ from bot.conversation import (
     Status,
     normalise,
 )
-from bot.gateway.forwarding import forward
 from bot.inbox.handling import EventContext
+from bot.receipts.forwarding import forward
 from bot.storage.events import GW_ID
 from plugins.appointments.models import (
     FINAL,

@@ -22,8 +22,8 @@ from bot.conversation import (
     States,
     TimerRef,
 )
-from bot.gateway.inbox import InboxConsumer
 from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
+from bot.inbox.worker import InboxConsumer
 from bot.receipts import timeline
 from bot.sinch.models import parse_inbound
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest

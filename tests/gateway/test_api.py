@@ -25,10 +25,10 @@ from bot.api.openapi import (
     openapi_document,
 )
 from bot.api.routes import ApiDeps, api_routes
-from bot.gateway.sending import rcs_from_wire
-from bot.gateway.throttle import Throttle
 from bot.receipts import records, timeline
 from bot.sandbox import Sandbox
+from bot.sender.batching import rcs_from_wire
+from bot.sender.throttle import Throttle
 from bot.sinch.client import SinchClient
 from bot.sinch.models import SenderIds
 from bot.storage.events import GW_CONVERSATION, GW_ID, OutboundRequest

@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 
 from bot.api.routes import ApiDeps, api_routes
 from bot.app.gateway import GATEWAY, Gateway
-from bot.gateway.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
 from bot.inbox.handling import EventContext, GatewayLimits, Session
+from bot.outbox.deferred import DEFERRED, RELEASE_LIMIT, DeferredPump
 from bot.outbox.queue import queue_requests
 from bot.outbox.quiet_hours import QuietHours
 from bot.receipts import records, timeline

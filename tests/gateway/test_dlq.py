@@ -13,9 +13,9 @@ import redis as sync_redis
 from redis.asyncio import Redis
 
 from bot import cli
-from bot.gateway import dlq
-from bot.gateway.keys import DLQ, FORWARD_GROUP, INBOX_GROUP, OUTBOX_GROUP, PartitionKeys
-from bot.gateway.redis_server import RedisServer
+from bot.storage.keys import DLQ, FORWARD_GROUP, INBOX_GROUP, OUTBOX_GROUP, PartitionKeys
+from bot.storage.redis_server import RedisServer
+from bot.streams import dlq
 
 INBOX = PartitionKeys(3).inbox
 CONV = "+61491570100:+61491570156"
@@ -283,7 +283,7 @@ def test_cli_finds_the_embedded_redis_of_a_running_gateway(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    from bot.gateway.redis_server import RedisServer
+    from bot.storage.redis_server import RedisServer
 
     monkeypatch.delenv("SINCHBOT_REDIS_URL")
     monkeypatch.setenv("SINCHBOT_DATA_DIR", str(tmp_path))
@@ -295,7 +295,7 @@ def test_cli_finds_the_embedded_redis_of_a_running_gateway(
 def test_cli_reports_an_unreachable_redis_in_one_line(
     env: sync_redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.gateway.redis_server import free_port
+    from bot.storage.redis_server import free_port
 
     monkeypatch.setenv("SINCHBOT_REDIS_URL", f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     assert cli.main(["dlq", "list"]) == 1

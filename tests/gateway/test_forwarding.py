@@ -18,9 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.gateway import dlq
-from bot.gateway.events import GW_ID, InboxEvent
-from bot.gateway.forwarding import (
+from bot.receipts.forwarding import (
     EVENT_ID_HEADER,
     EVENT_TYPE_HEADER,
     SIGNATURE_HEADER,
@@ -31,11 +29,13 @@ from bot.gateway.forwarding import (
     sign,
     verify,
 )
-from bot.gateway.keys import DLQ, FORWARD_GROUP, PartitionKeys, alive, conversation_key
-from bot.gateway.redis_server import RedisServer
-from bot.gateway.store import Batch, Store
-from bot.gateway.workers import WorkerRegistry
 from bot.sinch.models import parse_inbound, parse_receipt
+from bot.storage.events import GW_ID, InboxEvent
+from bot.storage.keys import DLQ, FORWARD_GROUP, PartitionKeys, alive, conversation_key
+from bot.storage.redis_server import RedisServer
+from bot.storage.store import Batch, Store
+from bot.streams import dlq
+from bot.streams.leases import WorkerRegistry
 
 SECRET = "fwd-secret"
 H, OURS = "+61491570156", "+61491570157"

@@ -20,21 +20,21 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.gateway import dlq
-from bot.gateway.events import InboxEvent
-from bot.gateway.handling import EventContext, GatewayLimits, Session
-from bot.gateway.inbox import InboxConsumer, failure_field
-from bot.gateway.keys import (
+from bot.inbox.handling import EventContext, GatewayLimits, Session
+from bot.inbox.worker import InboxConsumer, failure_field
+from bot.sinch.models import InboundMessage, parse_inbound
+from bot.storage.events import InboxEvent
+from bot.storage.keys import (
     INBOX_GROUP,
     WORKERS,
     PartitionKeys,
     conversation_key,
     partition_of,
 )
-from bot.gateway.redis_server import RedisServer
-from bot.gateway.store import Store
-from bot.gateway.workers import WorkerRegistry
-from bot.sinch.models import InboundMessage, parse_inbound
+from bot.storage.redis_server import RedisServer
+from bot.storage.store import Store
+from bot.streams import dlq
+from bot.streams.leases import WorkerRegistry
 
 P = 8
 OURS = "+61491570100"

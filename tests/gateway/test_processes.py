@@ -36,8 +36,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.throttle import Throttle, connection_id
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.sender.throttle import Throttle, connection_id
 from bot.storage.keys import INBOX_GROUP, PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer
 from bot.storage.store import text as as_text

@@ -20,20 +20,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.gateway import records, timeline
-from bot.gateway.events import OutboundRequest, prepare_rcs, prepare_sms
-from bot.gateway.keys import (
-    DLQ,
-    OUTBOX_GROUP,
-    PartitionKeys,
-    alive,
-    conversation_key,
-    inflight,
-    partition_of,
-)
-from bot.gateway.outbox import queue_requests
-from bot.gateway.sender import Sender, failure_field
-from bot.gateway.sending import (
+from bot.outbox.queue import queue_requests
+from bot.receipts import records, timeline
+from bot.sandbox import Sandbox
+from bot.sender.batching import (
     Item,
     build_message,
     describe_invalid,
@@ -42,13 +32,23 @@ from bot.gateway.sending import (
     rcs_from_wire,
     take_batch,
 )
-from bot.gateway.store import Store, text, text_map
-from bot.gateway.throttle import Throttle
-from bot.gateway.workers import WorkerRegistry
-from bot.sandbox import Sandbox
 from bot.sender.limiter import RateLimiter
+from bot.sender.loop import Sender, failure_field
+from bot.sender.throttle import Throttle
 from bot.sinch.client import SinchClient
 from bot.sinch.models import OutboundMessage, RcsCard, RcsChoice, RcsMessage
+from bot.storage.events import OutboundRequest, prepare_rcs, prepare_sms
+from bot.storage.keys import (
+    DLQ,
+    OUTBOX_GROUP,
+    PartitionKeys,
+    alive,
+    conversation_key,
+    inflight,
+    partition_of,
+)
+from bot.storage.store import Store, text, text_map
+from bot.streams.leases import WorkerRegistry
 
 P = 4
 TTL = 3_600_000
@@ -663,7 +663,7 @@ async def _inflight(redis: Redis, worker: str) -> bool:
 
 async def test_survives_a_redis_outage(tmp_path: Any, sandbox: Sandbox) -> None:
     """Its own redis-server, killed and restarted (AOF): the loop backs off and carries on."""
-    from bot.gateway.redis_server import RedisServer
+    from bot.storage.redis_server import RedisServer
 
     server = RedisServer(tmp_path)
     server.start()

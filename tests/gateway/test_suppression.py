@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.sender import Sender
-from bot.gateway.throttle import Throttle
 from bot.outbox import suppression
 from bot.outbox.queue import queue_requests
 from bot.receipts import records, timeline
 from bot.sandbox import Sandbox
+from bot.sender.loop import Sender
+from bot.sender.throttle import Throttle
 from bot.sinch.models import OutboundMessage
 from bot.storage.events import OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of

@@ -6,7 +6,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from bot.gateway.throttle import Throttle, connection_id
+from bot.sender.throttle import Throttle, connection_id
 
 
 async def test_never_more_than_calls_in_any_window(redis: Redis) -> None:

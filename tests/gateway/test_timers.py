@@ -26,9 +26,9 @@ from bot.conversation import (
     States,
     TimerRef,
 )
-from bot.gateway.inbox import InboxConsumer
-from bot.gateway.timers import TimerPump
 from bot.inbox.handling import GatewayLimits, RecordingHandler
+from bot.inbox.timers import TimerPump
+from bot.inbox.worker import InboxConsumer
 from bot.receipts import timeline
 from bot.sinch.models import parse_inbound
 from bot.storage.events import InboxEvent, OutboundRequest

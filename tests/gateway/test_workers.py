@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.config import ConfigError
-from bot.gateway.keys import META, WORKERS, PartitionKeys, alive
-from bot.gateway.redis_server import RedisServer
-from bot.gateway.workers import PartitionCountMismatch, WorkerRegistry, new_worker_id
+from bot.core.config import ConfigError
+from bot.storage.keys import META, WORKERS, PartitionKeys, alive
+from bot.storage.redis_server import RedisServer
+from bot.streams.leases import PartitionCountMismatch, WorkerRegistry, new_worker_id
 
 TTL = 0.4
 

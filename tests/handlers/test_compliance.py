@@ -36,12 +36,12 @@ from bot.conversation import (
 )
 from bot.conversation.testing_backend import MemoryBackend, inbound
 from bot.core.config import Settings
-from bot.gateway.sender import Sender
-from bot.gateway.throttle import Throttle
 from bot.inbox.handling import EventContext, GatewayLimits, Session
 from bot.outbox import suppression
 from bot.receipts import records, timeline
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.sender.loop import Sender
+from bot.sender.throttle import Throttle
 from bot.sinch.client import SinchClient
 from bot.storage.events import InboxEvent, OutboundRequest
 from bot.storage.keys import PartitionKeys, alive, conversation_key, handset_of, partition_of

@@ -1,7 +1,7 @@
 """The timer pump: due conversation timers become inbox events.
 
 Handlers schedule timers (``ctx.schedule``, or ``ctx.goto`` into a state with a timeout);
-:class:`~bot.conversation.adapter.EventContextBackend` stores them with the event's batch in
+:class:`~bot.inbox.engine.EventContextBackend` stores them with the event's batch in
 the partition's sorted set ``keys.timers`` (member ``<conversation>|<timer id>`` → due time
 in ms) and hash ``keys.timer_data`` (same member → the ``TimerRef`` as JSON).
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import structlog
 
-from bot.gateway.keys import PartitionKeys
-from bot.gateway.store import Store
+from bot.storage.keys import PartitionKeys
+from bot.storage.store import Store
 from bot.streams.leases import WorkerRegistry
 from bot.streams.pump import Pump
 

@@ -3,7 +3,7 @@
 When an inbound message, an opt-out or a delivery receipt is handled, the handler adds a
 :func:`forward` operation to its batch, so the forward event is committed atomically with
 the handling of the provider event (once, whatever the redeliveries). The event lands in
-the partition's forward stream, which :class:`~bot.gateway.forwarding.Forwarder` delivers.
+the partition's forward stream, which :class:`~bot.receipts.forwarding.Forwarder` delivers.
 
 Event types
     ``message.received`` (an SMS, MMS or RCS message from a handset),

@@ -1,11 +1,11 @@
 """Event forwarding: the connector's triggers, delivered to downstream systems.
 
-The handler commits a forward event (:mod:`bot.gateway.forward_events`: the event types, the
+The handler commits a forward event (:mod:`bot.receipts.forward_events`: the event types, the
 request, the signature) into its partition's forward stream with the handling of the
 provider event. The :class:`Forwarder` of the worker process holding the partition's lease
 (consumer group ``forwarder``, built on the partitioned stream consumer
 :mod:`bot.streams.consumer`) POSTs it to every configured subscriber URL. The names of
-:mod:`bot.gateway.forward_events` are importable from here too.
+:mod:`bot.receipts.forward_events` are importable from here too.
 
 Delivery
     An event is acknowledged (and deleted from the stream) once **every** URL answered 2xx.
@@ -38,7 +38,7 @@ import httpx
 import stamina
 import structlog
 
-from bot.gateway.forward_events import (
+from bot.receipts.forward_events import (
     EVENT_ID_HEADER,
     EVENT_TYPE_HEADER,
     SIGNATURE_HEADER,

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -55,10 +56,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.crashpoints import crash_point
 from bot.core.logs import mask_text
-from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
+from bot.inbox.handling import EventContext, EventHandler, GatewayLimits
 from bot.sinch.models import DeliveryReceipt, DeliveryStatus, InboundMessage
 from bot.storage.events import GW_ID, InboxEvent
 from bot.storage.keys import INBOX_GROUP
+from bot.storage.sessions import RedisSessions, Session, SessionStore
 from bot.storage.store import Batch, CommitConflict, Store, text
 from bot.streams.consumer import Partition, PartitionedConsumer, PartitionTally
 from bot.streams.leases import WorkerRegistry
@@ -224,6 +226,8 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
         handler_timeout: seconds one handler call may take (then it counts as a failure).
         on_handled: told the :func:`event_kind` and the seconds of every handler call
             (failed ones and calls repeated after a conflict included), for metrics.
+        sessions: where the conversations' sessions live (default: :class:`RedisSessions`
+            on ``store``'s Redis).
     """
 
     def __init__(
@@ -241,6 +245,7 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
         drain_timeout: float = 30.0,
         handler_timeout: float = 30.0,
         on_handled: Callable[[str, float], None] | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -261,6 +266,7 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
         self.batch_size = batch_size
         self.handler_timeout = handler_timeout
         self.on_handled = on_handled
+        self.sessions = sessions or RedisSessions(store.redis)
         self.stats = InboxStats(tally=self.tally)
 
     # ------------------------------------------------------------ the partition task
@@ -307,18 +313,12 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
 
     async def _load_sessions(
         self, part: _InboxPartition, items: Sequence[_Item]
-    ) -> dict[str, Fields]:
+    ) -> dict[str, Session]:
         conversations = list(dict.fromkeys(i.event.conversation for i in items if i.event))
-        if not conversations:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conversation in conversations:
-                pipe.hgetall(part.keys.session(conversation))
-            raws = await pipe.execute()
-        return dict(zip(conversations, raws, strict=True))
+        return await self.sessions.load(part.keys, conversations)
 
     async def _execute(
-        self, part: _InboxPartition, items: Sequence[_Item], raws: dict[str, Fields]
+        self, part: _InboxPartition, items: Sequence[_Item], loaded: dict[str, Session]
     ) -> _Run:
         """Run the handler over ``items`` in order, into one fresh batch; stop at the first
         failure."""
@@ -332,7 +332,9 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
             conversation = event.conversation
             session = run.sessions.get(conversation)
             if session is None:
-                session = Session.from_hash(conversation, raws.get(conversation) or {})
+                # A copy: a run that fails part-way is handled again from what was loaded.
+                stored = loaded.get(conversation)
+                session = copy.deepcopy(stored) if stored else Session(conversation)
             ctx = EventContext(event, part.keys, run.batch, session, self.limits)
             started = time.perf_counter()
             try:
@@ -375,11 +377,11 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
         stream = part.stream
         undecodable = [(i, i.error, 0) for i in items if i.error is not None]
         await self._dead_letter(part, undecodable, "undecodable")
-        raws = await self._load_sessions(part, items)
+        loaded = await self._load_sessions(part, items)
         end = len(items)
         failure: tuple[int, Exception] | None = None
         while True:
-            run = await self._execute(part, items[:end], raws)
+            run = await self._execute(part, items[:end], loaded)
             if run.error is not None and run.failed_at is not None:
                 # Handle the entries before the failing one again, cleanly, and commit them.
                 failure = (run.failed_at, run.error)
@@ -387,14 +389,9 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
                 continue
             crash_point("after_handle_before_commit")
             batch = run.batch
-            for conversation, session in run.sessions.items():
+            for session in run.sessions.values():
                 if session.dirty:
-                    batch.write_versioned(
-                        part.keys.session(conversation),
-                        session.version,
-                        session.to_hash(),
-                        ttl_ms=self.limits.ttl_ms,
-                    )
+                    self.sessions.save(batch, part.keys, session, ttl_ms=self.limits.ttl_ms)
             done = [i.entry_id for i in items[:end]]
             dead = False
             count = 0
@@ -423,7 +420,7 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
                     break
                 self.stats.conflicts += 1
                 part.log.info("inbox: a session changed underneath; handling the batch again")
-                raws = await self._load_sessions(part, items)
+                loaded = await self._load_sessions(part, items)
                 end, failure = len(items), None
                 continue
             part.version += 1

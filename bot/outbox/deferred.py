@@ -1,6 +1,6 @@
 """The deferred pump: sends held back by quiet hours go to the outbox when the window ends.
 
-:func:`bot.gateway.outbox.enqueue`, given a :class:`~bot.gateway.quiet_hours.QuietHours`
+:func:`bot.outbox.queue.enqueue`, given a :class:`~bot.outbox.quiet_hours.QuietHours`
 policy, does not append a request that falls in its handset's quiet hours to the outbox
 stream: in the same batch it stores it in the partition's
 
@@ -8,7 +8,7 @@ stream: in the same batch it stores it in the partition's
   in ms since the epoch (the clock domain of Redis ``TIME``, which the pump compares with);
 - hash ``keys.deferred_data`` (``sb:{p<N>}:deferreddata``): ``gw_id`` → the outbox entry's
   fields as a JSON array ``[name, value, name, value, ...]`` (exactly what
-  :meth:`~bot.gateway.events.OutboundRequest.to_fields` gives);
+  :meth:`~bot.storage.events.OutboundRequest.to_fields` gives);
 
 and creates the message record (``sb:{p<N>}:msg:<gw_id>``) with status ``deferred`` and
 ``deferred_until`` / ``deferred_reason``, and the caller records a timeline entry of kind
@@ -31,9 +31,9 @@ from typing import Any, Final
 
 import structlog
 
-from bot.gateway import records
-from bot.gateway.keys import PartitionKeys
-from bot.gateway.store import RANK_ERROR, Store
+from bot.receipts import records
+from bot.storage.keys import PartitionKeys
+from bot.storage.store import RANK_ERROR, Store
 from bot.streams.leases import WorkerRegistry
 from bot.streams.pump import Pump
 

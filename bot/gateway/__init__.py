@@ -1,1 +1,0 @@
-"""The gateway server: webhooks, inbox, outbox and sender, receipts, timers, management API."""

@@ -1,0 +1,121 @@
+"""Timer events and the timers handlers ask for (plugin authors import them from
+:mod:`bot.conversation`).
+
+Two kinds of events do not come from the provider:
+
+* :class:`TimeoutEvent`: the conversation stayed in a state with a ``timeout`` for too long
+  (handled by ``@router.timeout(state)``);
+* :class:`TimerEvent`: a named timer a handler scheduled with ``ctx.schedule(...)`` fired
+  (handled by ``@router.timer(name)``), or a *command* posted into the conversation from
+  outside (the management API, a plugin's CLI: :func:`bot.inbox.commands.post_command`),
+  handled the same way, in order with the conversation's other events.
+
+A handler never persists a timer itself: ``ctx.schedule`` and ``ctx.goto`` record a
+:class:`TimerRef` in ``ctx.scheduled`` and ``ctx.cancel`` records an id in
+``ctx.cancelled``; when the handler succeeds the engine hands both lists to the backend,
+which applies the cancellations first and then the schedules. A timer id is unique per
+conversation: scheduling an id that is pending replaces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = ["STATE_TIMEOUT_ID", "TimeoutEvent", "TimerEvent", "TimerRef"]
+
+STATE_TIMEOUT_ID = "state-timeout"
+"""The id of a conversation's state expiry: one conversation is in one state at a time, so
+it has at most one pending expiry, replaced on every ``goto`` into a state with a timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutEvent:
+    """The conversation's ``state`` (a name) timed out.
+
+    The engine dispatches it only while the conversation is still in that state; a late
+    expiry of a state already left is ignored.
+
+    Attributes:
+        state: The name of the state that expired.
+    """
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerEvent:
+    """The timer ``name`` fired, with the ``payload`` it was scheduled with (or a command
+    named ``name`` was posted into the conversation).
+
+    Attributes:
+        name: The timer's (or command's) name, as ``@router.timer(name)`` takes it.
+        payload: What it was scheduled (or posted) with, a JSON value.
+        id: The timer's id (``ctx.schedule(..., id=...)``, by default a fresh one).
+    """
+
+    name: str
+    payload: Any = None
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRef:
+    """A timer to create: when it is ``at`` (UTC), :meth:`event` is dispatched to the
+    conversation.
+
+    ``kind`` is ``"timeout"`` for a state expiry (``name`` is then the state's name),
+    ``"timer"`` for a named timer and ``"command"`` for a command posted from outside the
+    conversation (never pending: it goes straight into the inbox). ``payload`` is any JSON
+    value.
+
+    Attributes:
+        id: Unique per conversation: scheduling an id that is pending replaces that timer,
+            and :meth:`Context.cancel` takes it.
+        name: The timer's name (for a state expiry: the state's name).
+        at: When it is due (UTC).
+        payload: What the handler receives as ``payload``, a JSON value.
+        kind: ``"timer"``, ``"timeout"`` or ``"command"``.
+    """
+
+    id: str
+    name: str
+    at: datetime
+    payload: Any = None
+    kind: Literal["timer", "timeout", "command"] = "timer"
+
+    def event(self) -> TimerEvent | TimeoutEvent:
+        """The event to dispatch when the timer is due.
+
+        >>> from datetime import UTC
+        >>> TimerRef("t1", "nudge", datetime(2030, 1, 1, tzinfo=UTC), {"n": 1}).event()
+        TimerEvent(name='nudge', payload={'n': 1}, id='t1')
+        """
+        if self.kind == "timeout":
+            return TimeoutEvent(self.name)
+        return TimerEvent(self.name, self.payload, self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object for storage (see :meth:`from_json`)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "at": self.at.isoformat(),
+            "payload": self.payload,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> TimerRef:
+        """The timer :meth:`to_json` stored."""
+        kind = value.get("kind", "timer")
+        if kind not in ("timer", "timeout", "command"):
+            raise ValueError(f"unknown timer kind {kind!r}")
+        return cls(
+            id=str(value["id"]),
+            name=str(value["name"]),
+            at=datetime.fromisoformat(str(value["at"])),
+            payload=value.get("payload"),
+            kind=kind,
+        )
