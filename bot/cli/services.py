@@ -352,15 +352,19 @@ def _add_dlq(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Run the gateway until SIGTERM or Ctrl-C."""
-    from bot.app.serve import run
+    """Run the gateway (``--processes`` of them on one port) until SIGTERM or Ctrl-C."""
+    from bot.app.serve import run, run_many
     from bot.storage.redis_server import RedisServerError
 
     options = {"host": args.host, "port": args.port, "handler": args.event_handler}
     overrides = {name: value for name, value in options.items() if value is not None}
     settings = load_settings(**overrides)
     try:
+        if args.processes > 1:
+            return run_many(settings, args.processes, role=args.role)
         return run(settings, role=args.role)
+    except ValueError as exc:  # --processes that cannot share a port or a Redis
+        raise UsageError(str(exc)) from None
     except RedisServerError as exc:
         raise OSError(f"embedded Redis: {exc}") from exc
 
@@ -380,6 +384,7 @@ def _add_serve(commands: Any) -> None:
             "sinchbot serve",
             "sinchbot serve --host 0.0.0.0 --port 8080",
             "SINCHBOT_REDIS_URL=redis://redis:6379/0 sinchbot serve --role worker",
+            "SINCHBOT_REDIS_URL=redis://redis:6379/0 sinchbot serve --processes 2",
         ],
         provider=False,
     )
@@ -390,6 +395,13 @@ def _add_serve(commands: Any) -> None:
         choices=["all", "web", "worker"],
         default="all",
         help="all (default); web: webhooks and API, no processing; worker: processing and sending, plus the API and health checks, no webhooks",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N gateways sharing the port (SO_REUSEPORT) and the partitions, one per core; needs SINCHBOT_REDIS_URL (default 1)",
     )
     parser.add_argument(
         "--handler",

@@ -21,7 +21,6 @@ atomically with the acknowledgement of the event.
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from bot.conversation.states import StateLike, States
+from bot.core import fastjson
 from bot.core.clock import Clock, utc_now
 from bot.core.sms import SegmentInfo, segments
 from bot.sinch.models import (
@@ -361,7 +361,7 @@ class Context:
                 raise ValueError(f"delay must not be negative, not {step}")
             when = self.now() + step
         try:
-            json.dumps(payload)
+            fastjson.dumps(payload)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"a timer's payload must be JSON-serialisable: {exc}") from exc
         ref = TimerRef(id or uuid.uuid4().hex, name, when, payload)
@@ -535,7 +535,7 @@ class Context:
         changed = self.session_changed
         if changed:
             try:
-                json.dumps(self.data)
+                fastjson.dumps(self.data)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"session data must be JSON-serialisable: {exc}") from exc
         for reply in self.replies:

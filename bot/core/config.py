@@ -12,6 +12,7 @@ single-line :class:`ConfigError` that names the offending environment variables.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -133,6 +134,21 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     """Port ``sinchbot serve`` listens on."""
 
+    reuse_port: bool = True
+    """Listen with ``SO_REUSEPORT`` (where the system has it), so several ``sinchbot serve``
+    processes on one machine share the port and the kernel spreads connections over them
+    (``sinchbot serve --processes N`` starts them). Give them the same ``SINCHBOT_REDIS_URL``:
+    processes of different deployments on one port would split their webhooks."""
+
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The event loop ``sinchbot serve`` runs on: ``uvloop`` (``pip install
+    'sinchbot[speed]'``), ``asyncio``'s own, or ``auto``: uvloop when it is installed."""
+
+    json_library: Literal["auto", "orjson", "stdlib"] = "auto"
+    """JSON on the message path: ``orjson`` (``pip install 'sinchbot[speed]'``), the standard
+    library (``stdlib``), or ``auto``: orjson when it is installed. The results are the same
+    (:mod:`bot.core.fastjson`)."""
+
     public_url: str | None = None
     """The gateway's URL as the provider reaches it; default ``http://HOST:PORT``. The demo
     sandbox pushes to it and the start-up banner shows it; give the same URL to
@@ -197,7 +213,16 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     """Log output: human-readable ``console`` lines or ``json`` objects."""
 
-    @field_validator("service", "region", "auth", "hmac_algorithm", "log_format", mode="before")
+    @field_validator(
+        "service",
+        "region",
+        "auth",
+        "hmac_algorithm",
+        "log_format",
+        "event_loop",
+        "json_library",
+        mode="before",
+    )
     @classmethod
     def _choice_case_insensitive(cls, value: object, info: ValidationInfo) -> object:
         """Accept a choice in any case; leave unknown values as given for the error message."""
@@ -249,6 +274,14 @@ class Settings(BaseSettings):
         if not path.startswith("/") or path.startswith("//") or any(c.isspace() for c in path):
             raise ValueError("must be a path starting with '/'")
         return path
+
+    @field_validator("event_loop", "json_library")
+    @classmethod
+    def _check_installed(cls, value: str) -> str:
+        module = {"uvloop": "uvloop", "orjson": "orjson"}.get(value)
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise ValueError(f"{module} is not installed (pip install 'sinchbot[speed]')")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -29,7 +29,6 @@ provider call happens inside a request.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -39,6 +38,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from bot.core import fastjson
 from bot.core.crashpoints import crash_point
 from bot.core.http import BodyTooLarge, read_bounded
 from bot.core.sms import mask_phone
@@ -159,7 +159,7 @@ def _decode_form(body: bytes) -> dict[str, Any]:
     for name, value in pairs:
         if name in _FORM_JSON_FIELDS and value[:1] in ("{", "["):
             try:
-                payload[name] = _without_lone_surrogates(json.loads(value))
+                payload[name] = _without_lone_surrogates(fastjson.loads(value))
                 continue
             except (ValueError, RecursionError):
                 pass  # not JSON after all: keep the string, the parser decides
@@ -184,7 +184,7 @@ def _decode(request: web.Request, body: bytes) -> Any:
     if content_type == _FORM_TYPE and not body.lstrip().startswith(b"{"):
         return _decode_form(body)
     try:
-        payload = json.loads(body)
+        payload = fastjson.loads(body)
         if _SURROGATE_ESCAPE.search(body) or b"\x00" in body:  # NUL: a UTF-16/32 body
             payload = _without_lone_surrogates(payload)
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, huge ints

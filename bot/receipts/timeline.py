@@ -7,13 +7,13 @@ committed together with the change it records.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
 
+from bot.core import fastjson
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import Batch, text, text_map
 
@@ -37,7 +37,7 @@ def append(
         {
             "kind": kind,
             "at": f"{now:.3f}",
-            "data": json.dumps(data, separators=(",", ":"), default=str),
+            "data": fastjson.dumps(data, default=str),
         },
         maxlen=maxlen,
         ttl_ms=ttl_ms,
@@ -60,7 +60,7 @@ async def read(
                 "id": text(entry_id),
                 "kind": f.get("kind", ""),
                 "at": float(f.get("at", "0")),
-                "data": json.loads(f.get("data", "{}")),
+                "data": fastjson.loads(f.get("data", "{}")),
             }
         )
     return result

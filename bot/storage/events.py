@@ -10,21 +10,19 @@ Inbox entries carry a provider event (an :class:`InboundMessage` or a
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
+from bot.core import fastjson
 from bot.sinch.models import (
     DeliveryReceipt,
     InboundMessage,
     OutboundMessage,
     RcsMessage,
 )
-
-if TYPE_CHECKING:
-    from bot.storage.timers import TimerRef
+from bot.storage.timers import TimerRef
 
 GW_ID = "gw_id"
 """Metadata key carrying our id of an outbound message; the provider echoes metadata on
@@ -69,7 +67,7 @@ class InboxEvent:
         payload = (
             event.model_dump_json(exclude_defaults=True)
             if isinstance(event, InboundMessage | DeliveryReceipt)
-            else json.dumps(event.to_json(), separators=(",", ":"), ensure_ascii=False)
+            else fastjson.dumps(event.to_json())
         )
         return {
             "k": self.kind,
@@ -93,11 +91,8 @@ class InboxEvent:
         elif kind == "message":
             event = InboundMessage.model_validate_json(payload)
         elif kind == "timer":
-            # Imported here: bot.conversation imports the gateway's handling module.
-            from bot.storage.timers import TimerRef
-
             try:
-                value = json.loads(payload)
+                value = fastjson.loads(payload)
                 if not isinstance(value, dict):
                     raise ValueError("a timer entry's payload is not a JSON object")
                 event = TimerRef.from_json(value)
@@ -150,7 +145,7 @@ class OutboundRequest:
             "o": self.origin,
             "x": self.text,
             "t": f"{self.created_at:.6f}",
-            "b": json.dumps(self.body, separators=(",", ":"), ensure_ascii=False),
+            "b": fastjson.dumps(self.body),
         }
 
     @classmethod
@@ -167,14 +162,14 @@ class OutboundRequest:
                 gw_id=data["id"],
                 conversation=data["c"],
                 channel=channel,  # type: ignore[arg-type]
-                body=json.loads(data["b"]),
+                body=fastjson.loads(data["b"]),
                 origin=data.get("o", "api"),
                 text=data.get("x", ""),
                 created_at=float(data.get("t", "0")),
                 entry_id=_text(entry_id),
                 partition=partition,
             )
-        except (KeyError, json.JSONDecodeError) as exc:
+        except (KeyError, ValueError) as exc:
             raise ValueError(f"not an outbound entry: {exc}") from exc
 
 

@@ -14,12 +14,13 @@ partition).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+
+from bot.core import fastjson
 
 # Progress ranks of an outbound message for the monotonic merge (queued is 0): an error ending outranks
 # "delivered" so that, for a multipart message, a later part's success never hides an
@@ -116,7 +117,7 @@ def _flat(fields: Mapping[str, Any]) -> list[str]:
     flat: list[str] = []
     for name, value in fields.items():
         flat.append(name)
-        flat.append(value if isinstance(value, str) else json.dumps(value))
+        flat.append(value if isinstance(value, str) else fastjson.dumps(value))
     return flat
 
 
@@ -224,9 +225,7 @@ class Store:
         self._script: Any = redis.register_script(_SCRIPT)
 
     async def run(self, batch: Batch) -> list[Any]:
-        result = await self._script(
-            keys=batch.keys, args=[json.dumps(batch.ops, separators=(",", ":"))]
-        )
+        result = await self._script(keys=batch.keys, args=[fastjson.dumps(batch.ops)])
         status = result[0].decode() if isinstance(result[0], bytes) else result[0]
         if status != "ok":
             raise CommitConflict(status, int(result[1]))
