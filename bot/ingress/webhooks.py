@@ -83,6 +83,8 @@ _FORM_JSON_FIELDS = frozenset(
 field stays a string, so a text message that happens to look like JSON is not altered."""
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """A JSON escape of a UTF-16 surrogate: valid JSON, but a lone one is not encodable."""
+_ACCEPTED: Final = b'{"status":"accepted"}'
+_DUPLICATE: Final = b'{"status":"duplicate"}'
 _MAX_FORM_FIELDS = 1000
 _MAX_REASON = 200
 
@@ -247,7 +249,9 @@ def _handler(
                 503, "temporarily unavailable", **{"Retry-After": str(RETRY_AFTER)}
             ).response
         crash_point("after_enqueue_before_answer")
-        log.info(
+        # Every accepted webhook is counted in the metrics (sinchbot_inbound_events_total); the
+        # line per event is for debugging, a redelivery stays worth a line.
+        (log.debug if admission.stored else log.info)(
             "webhook accepted" if admission.stored else "webhook duplicate",
             path=path,
             kind="receipt" if isinstance(event, DeliveryReceipt) else "message",
@@ -256,7 +260,9 @@ def _handler(
             event_id=event.event_id,
             entry_id=admission.entry_id,
         )
-        return web.json_response({"status": "accepted" if admission.stored else "duplicate"})
+        return web.Response(
+            body=_ACCEPTED if admission.stored else _DUPLICATE, content_type=_JSON_TYPE
+        )
 
     return handle
 
