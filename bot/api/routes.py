@@ -434,6 +434,10 @@ class Api:
             raise _ProviderUnavailable("provider: timeout") from None
         except SinchError as exc:
             raise _ProviderUnavailable(f"provider: {str(exc)[:300]}", failed=True) from None
+        finally:
+            if self.deps.throttle is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.deps.throttle.release()
 
     # ------------------------------------------------------------------ conversations
 

@@ -199,6 +199,8 @@ class Gateway:
             connection_id(self.client.base_url, key, settings.account),
             calls=settings.throttle_calls,
             period=settings.throttle_period,
+            # The longest a call can take: its process counts it as in flight until then.
+            in_flight=settings.connect_timeout + settings.request_timeout + 5.0,
         )
         self.registry = WorkerRegistry(
             self.redis, partitions=settings.partitions, lease_ttl=settings.lease_ttl

@@ -27,6 +27,7 @@ may be on no wire, so nothing is sent twice).
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ import pydantic
 import stamina
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.core.crashpoints import crash_point
 from bot.outbox import suppression
@@ -309,6 +311,10 @@ class Attempts:
             raise
         finally:
             self.on_wire = False
+            # Answered or failed: the call counts from now (a release that fails leaves it
+            # counted as in flight for longer, which only ever errs on the safe side).
+            with contextlib.suppress(RedisError, OSError):
+                await self.limiter.release()
 
     def _sent(
         self, group: list[Item], answer: list[ProviderMessage] | None, state: BatchState

@@ -1,8 +1,8 @@
 """The sender's rate-limiter seam: what the send loop asks of whatever limits provider calls.
 
 The send loop takes a call before every provider request (each retry and each half of a
-split batch included) and, when the provider answers 429, holds every caller for the time
-it asked. :class:`RateLimiter` is that contract and nothing more (the shape of
+split batch included), releases it once the provider answered (or the call failed) and,
+when the provider answers 429, holds every caller for the time it asked. :class:`RateLimiter` is that contract and nothing more (the shape of
 python-telegram-bot's ``BaseRateLimiter``, reduced to what the sender calls);
 :class:`~bot.sender.throttle.Throttle`, shared by every process through Redis, is its
 reference implementation.
@@ -23,6 +23,11 @@ class RateLimiter(ABC):
         """Wait until a provider call is allowed and take it; returns the seconds waited.
 
         Bound the wait with ``asyncio.timeout`` where that matters."""
+
+    async def release(self) -> None:  # noqa: B027  (optional hook: most limiters need none)
+        """The call this task took last was answered, or failed (the default: nothing to
+        do; a limiter that counts calls as the provider does, on arrival, counts it from
+        now)."""
 
     @abstractmethod
     async def pause(self, seconds: float) -> None:

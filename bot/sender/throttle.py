@@ -1,11 +1,18 @@
 """The provider-call throttle shared by every sinchbot process: at most ``calls`` calls in any
 ``period`` seconds, per provider connection (the connector allows 100 calls per 60 s).
 
-One Lua script keeps a sliding-window log of call times in a Redis sorted set, using Redis's
-own clock, so processes on different machines agree and the limit holds exactly in every
-window, not just on average. A 429 from the provider sets a shared pause that every process
-honours. :class:`Throttle` is the reference implementation of the sender's
-:class:`~bot.sender.limiter.RateLimiter` seam.
+One Lua script keeps a sliding-window log of calls in a Redis sorted set, using Redis's own
+clock, so processes on different machines agree. The provider counts a call when it
+*arrives*, which is some time after we take it and before its answer comes back. So a call
+is logged from the moment it is taken as *in flight* (its score: now + ``in_flight``, a bound
+on how long a call can take), and when its answer comes back (:meth:`Throttle.release`) its
+score becomes that moment: a call counts until one ``period`` after its answer. Whenever a
+call is allowed, every call that can have arrived in the last ``period`` is still counted,
+so no window of the provider's sees more than ``calls`` of ours, however late a call
+arrives; and a backlog still uses the limit to its last call (each call holds its place for
+the period plus its own duration, not a fixed safety margin). A 429 from the provider sets
+a shared pause that every process honours. :class:`Throttle` is the reference
+implementation of the sender's :class:`~bot.sender.limiter.RateLimiter` seam.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,7 +30,9 @@ from bot.sender.limiter import RateLimiter
 
 __all__ = ["Throttle", "connection_id"]
 
-# Returns 0 when the call may go now (and records it), else the milliseconds to wait.
+# Returns 0 when the call may go now (and records it as in flight until now + ARGV[4] ms,
+# the most a call can take), else the milliseconds to wait. A call's score is the time its
+# answer came back (or the in-flight bound): it counts until a period after that.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -34,12 +44,23 @@ if paused > now then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
 if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], period)
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], period + tonumber(ARGV[4]))
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + period - now)
+"""
+
+# The call ARGV[1] was answered: it counts from now on (never later than it was logged).
+_RELEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > now then
+  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+end
+return 1
 """
 
 # Extends the shared pause to now + ARGV[1] ms (never shortens it).
@@ -78,13 +99,13 @@ def connection_id(base_url: str, api_key: str | None, account: str | None = None
 
 
 class Throttle(RateLimiter):
-    """At most ``calls`` provider calls per ``period`` seconds across all processes.
+    """At most ``calls`` provider calls per ``period`` seconds across all processes, as the
+    provider counts them (on arrival; see the module documentation).
 
-    ``margin`` (default: 2% of the period, at least 0.5 s) is added to the window so the
-    limit also holds where the provider measures it, on arrival.
-
-    ``await acquire()`` waits until a call is allowed and records it; ``await pause(s)``
-    (after a 429 with ``Retry-After``) stops every process for ``s`` seconds.
+    ``await acquire()`` (or ``try_acquire()``) takes a call; ``await release()`` says the
+    call this task took last was answered (or failed); a call never released (its process
+    died) counts as in flight for ``in_flight`` seconds, then for the period. ``await
+    pause(s)`` (after a 429 with ``Retry-After``) stops every process for ``s`` seconds.
     """
 
     def __init__(
@@ -94,33 +115,44 @@ class Throttle(RateLimiter):
         *,
         calls: int = 100,
         period: float = 60.0,
-        margin: float | None = None,
+        in_flight: float = 60.0,
         max_sleep: float = 1.0,
     ) -> None:
-        if calls <= 0 or period <= 0:
-            raise ValueError("calls and period must be positive")
-        if margin is None:
-            margin = max(0.5, period * 0.02)
+        if calls <= 0 or period <= 0 or in_flight <= 0:
+            raise ValueError("calls, period and in_flight must be positive")
         self.calls = calls
-        # A call is counted for a little longer than the period: the provider counts calls
-        # when they arrive, and the time between taking a call here and its arrival there
-        # varies (scheduling, connection set-up), which would otherwise let arrivals bunch.
-        self.period_ms = int((period + margin) * 1000)
+        self.period_ms = int(period * 1000)
+        self.in_flight_ms = int(in_flight * 1000)
         self._max_sleep = max_sleep
+        # The call each task took last and has not released (the sender's loop, an API
+        # request): one task makes one provider call at a time.
+        self._taken: ContextVar[str | None] = ContextVar(f"throttle-{id(self)}", default=None)
         tag = f"{{throttle:{connection}}}"
         self.log_key = f"sb:{tag}:calls"
         self.pause_key = f"sb:{tag}:paused"
         self._acquire: Any = redis.register_script(_ACQUIRE)
+        self._release: Any = redis.register_script(_RELEASE)
         self._pause: Any = redis.register_script(_PAUSE)
         self._peek: Any = redis.register_script(_PEEK)
 
     async def try_acquire(self) -> float:
         """Take a call if one is free now: returns 0.0, else the seconds to wait."""
+        member = uuid.uuid4().hex
         wait_ms = await self._acquire(
             keys=[self.log_key, self.pause_key],
-            args=[self.calls, self.period_ms, uuid.uuid4().hex],
+            args=[self.calls, self.period_ms, member, self.in_flight_ms],
         )
+        if int(wait_ms) == 0:
+            self._taken.set(member)
         return int(wait_ms) / 1000.0
+
+    async def release(self) -> None:
+        """The call this task took last was answered, or failed: it counts from now."""
+        member = self._taken.get()
+        if member is None:
+            return
+        self._taken.set(None)
+        await self._release(keys=[self.log_key], args=[member])
 
     async def acquire(self) -> float:
         """Wait for a free call and take it. Returns the seconds waited.

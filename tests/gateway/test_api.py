@@ -545,7 +545,7 @@ async def test_provider_calls_respect_the_shared_throttle(
     assert (await get(api, "/api/senders"))[0] == 200
     response = await api.get("/api/senders", headers=AUTH)
     assert response.status == 503
-    assert 1 <= int(response.headers["Retry-After"]) <= 62  # the period plus the safety margin
+    assert 1 <= int(response.headers["Retry-After"]) <= 60  # a period after the first answer
     assert (await response.json())["error"].startswith("provider call limit reached")
 
 

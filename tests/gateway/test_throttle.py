@@ -10,13 +10,14 @@ from bot.sender.throttle import Throttle, connection_id
 
 
 async def test_never_more_than_calls_in_any_window(redis: Redis) -> None:
-    throttle = Throttle(redis, "t1", calls=5, period=0.5, margin=0)
+    throttle = Throttle(redis, "t1", calls=5, period=0.5)
     times: list[float] = []
 
     async def caller() -> None:
         for _ in range(4):
             await throttle.acquire()
             times.append(time.monotonic())
+            await throttle.release()
 
     await asyncio.gather(*(caller() for _ in range(3)))  # 12 calls, several "processes"
     times.sort()
@@ -27,11 +28,12 @@ async def test_never_more_than_calls_in_any_window(redis: Redis) -> None:
 
 
 async def test_free_calls_go_at_once_then_wait(redis: Redis) -> None:
-    throttle = Throttle(redis, "t2", calls=3, period=10, margin=0)
+    throttle = Throttle(redis, "t2", calls=3, period=10, in_flight=5)
     assert [await throttle.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    # Not answered yet: in flight for up to 5 s, then counted for the period.
     wait = await throttle.try_acquire()
-    assert 9.0 < wait <= 10.0
-    assert 9.0 < await throttle.available_in() <= 10.0
+    assert 14.0 < wait <= 15.0
+    assert 14.0 < await throttle.available_in() <= 15.0
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
             await throttle.acquire()
@@ -68,8 +70,42 @@ def test_rejects_nonsense_limits() -> None:
         Throttle(None, "x", calls=0)  # type: ignore[arg-type]
 
 
-async def test_the_margin_keeps_calls_in_the_window_longer(redis: Redis) -> None:
-    throttle = Throttle(redis, "t5", calls=1, period=10)  # default margin: 0.5 s
+async def test_a_call_counts_until_a_period_after_its_answer(redis: Redis) -> None:
+    throttle = Throttle(redis, "t5", calls=1, period=10, in_flight=30)
     assert await throttle.try_acquire() == 0.0
-    assert 10.0 < await throttle.try_acquire() <= 10.5
-    assert Throttle(redis, "t6", calls=1, period=100).period_ms == 102_000
+    assert 39.0 < await throttle.available_in() <= 40.0  # in flight: its answer may be late
+    await asyncio.sleep(0.3)
+    await throttle.release()
+    assert 9.5 < await throttle.available_in() <= 10.0  # from the answer on, one period
+    await throttle.release()  # nothing more to release: a no-op
+    assert 9.5 < await throttle.available_in() <= 10.0
+
+
+async def test_late_arrivals_never_crowd_a_window_where_the_provider_counts(
+    redis: Redis,
+) -> None:
+    """The provider counts a call when it arrives, anywhere between our taking it and its
+    answer. However late calls arrive, no window of the provider's holds more than the
+    limit, and a backlog still goes at the limit's pace."""
+    calls, period = 4, 0.4
+    throttle = Throttle(redis, "t7", calls=calls, period=period)
+    arrivals: list[float] = []
+    delays = [0.0, 0.6, 0.05, 0.3, 0.0, 0.5, 0.1, 0.0, 0.45, 0.2, 0.0, 0.35]
+
+    async def caller(mine: list[float]) -> None:
+        for delay in mine:
+            await throttle.acquire()
+            await asyncio.sleep(delay)  # on its way: scheduling, connection set-up
+            arrivals.append(time.monotonic())  # the provider counts it now
+            await asyncio.sleep(0.01)  # the answer comes back
+            await throttle.release()
+
+    started = time.monotonic()
+    await asyncio.gather(*(caller(delays[i::3]) for i in range(3)))
+    arrivals.sort()
+    assert len(arrivals) == len(delays)
+    for i in range(len(arrivals) - calls):
+        assert arrivals[i + calls] - arrivals[i] >= period - 0.01, arrivals
+    # 12 calls at 4 per 0.4 s: at least two full periods, and not far beyond what the
+    # delays themselves cost.
+    assert time.monotonic() - started >= 2 * period
