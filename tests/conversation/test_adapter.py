@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
 import structlog
 from redis.asyncio import Redis
 
@@ -15,13 +16,13 @@ from bot.conversation import (
     AnswersPrompt,
     Context,
     Engine,
-    GatewayEngineHandler,
     Keyword,
     Router,
     State,
     States,
     TimerRef,
 )
+from bot.inbox.engine import GatewayEngineHandler
 from bot.inbox.handling import EventContext, EventHandler, GatewayLimits, Session
 from bot.inbox.worker import InboxConsumer
 from bot.receipts import timeline
@@ -196,3 +197,14 @@ async def test_the_inbox_consumer_runs_the_engine(redis: Redis) -> None:
     finally:
         await registry.stop()
         await consumer.stop()
+
+
+def test_the_adapter_is_still_importable_from_bot_conversation_with_a_warning() -> None:
+    import bot.conversation
+    from bot.inbox import engine
+
+    with pytest.warns(DeprecationWarning, match="moved to bot.inbox.engine"):
+        old = bot.conversation.GatewayEngineHandler  # type: ignore[attr-defined]
+    assert old is engine.GatewayEngineHandler
+    with pytest.raises(AttributeError):
+        bot.conversation.NoSuchName  # type: ignore[attr-defined]  # noqa: B018

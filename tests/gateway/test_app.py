@@ -21,8 +21,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bot.app.gateway import GATEWAY, Gateway, create_app, describe, load_handler
-from bot.conversation import GatewayEngineHandler
 from bot.core.config import Settings
+from bot.inbox.engine import GatewayEngineHandler
 from bot.inbox.handling import RecordingHandler
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
 from bot.storage.keys import PartitionKeys, conversation_key

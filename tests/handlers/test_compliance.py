@@ -28,7 +28,6 @@ from bot.app.gateway import GATEWAY, Gateway, create_app
 from bot.conversation import (
     Context,
     Engine,
-    GatewayEngineHandler,
     Keyword,
     Router,
     State,
@@ -36,6 +35,7 @@ from bot.conversation import (
 )
 from bot.conversation.testing_backend import MemoryBackend, inbound
 from bot.core.config import Settings
+from bot.inbox.engine import GatewayEngineHandler
 from bot.inbox.handling import EventContext, GatewayLimits, Session
 from bot.outbox import suppression
 from bot.receipts import records, timeline
