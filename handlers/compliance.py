@@ -30,7 +30,10 @@ plugin's flow:
   idempotent) and confirms. From a handset that is NOT suppressed, start words are not
   handled here at all: ``YES`` is also the usual answer to a plugin's question ("Reply YES
   to confirm"), so it falls through to the plugins.
-- **A help word** is answered with the help text, also while suppressed.
+- **A help word** is answered with the help text, also while suppressed, except where the
+  provider blacklists opted-out numbers (``provider_confirms``, the default): there the
+  answer would be refused, so none is sent and the timeline gets a ``help`` entry saying
+  why (``answered: false``).
 
 Clashes to know about: ``CANCEL`` is a stop word (carriers treat it as one, and US rules
 count it as revoking consent), so a booking flow cannot use a bare "CANCEL" as an answer:
@@ -59,6 +62,7 @@ from bot.conversation import Context, Custom, Keyword, Router, normalise
 from bot.inbox.engine import EventContextBackend
 from bot.inbox.handling import EventContext
 from bot.outbox import suppression
+from bot.receipts import timeline
 from bot.sinch.client import SinchClient
 
 __all__ = [
@@ -68,6 +72,7 @@ __all__ = [
     "DEFAULT_START_WORDS",
     "DEFAULT_STOP_REPLY",
     "DEFAULT_STOP_WORDS",
+    "HELP_BLOCKED",
     "ComplianceSettings",
     "RedisSource",
     "build_router",
@@ -94,6 +99,12 @@ DEFAULT_STOP_REPLY: Final = (
 DEFAULT_START_REPLY: Final = (
     "You have been resubscribed and will receive messages again. Reply STOP to unsubscribe."
 )
+HELP_BLOCKED: Final = (
+    "opted out: the provider blacklists the number, so an answer would be refused; "
+    "START opts it back in"
+)
+"""Why a help word from an opted-out handset is not answered (its timeline's ``help``
+entry), when the provider confirms opt-outs (and so blacklists the number)."""
 DEFAULT_HELP_TEXT: Final = (
     "Automated messaging service. Reply STOP to unsubscribe, START to resubscribe. "
     "Msg&data rates may apply."
@@ -310,6 +321,20 @@ def build_router(
 
         @router.message(Custom(_is_message), Keyword(*settings.helps))
         async def help_(ctx: Context) -> None:
+            if settings.provider_confirms and await is_suppressed(ctx):
+                # The provider blacklisted the number with its opt-out: an answer would be
+                # refused (302). Say so on the timeline instead of recording a failed send.
+                gw = event_context(ctx)
+                timeline.append(
+                    gw.batch,
+                    gw.keys,
+                    gw.conversation,
+                    "help",
+                    {"answered": False, "why": HELP_BLOCKED},
+                    maxlen=gw.limits.timeline_max,
+                    ttl_ms=gw.limits.ttl_ms,
+                )
+                return
             ctx.reply(settings.help_text, origin=suppression.COMPLIANCE_ORIGIN)
 
     return router

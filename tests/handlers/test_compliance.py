@@ -352,10 +352,24 @@ async def test_stop_and_start_in_one_batch_see_each_other(redis: Redis) -> None:
 # --------------------------------------------------------------------------- HELP
 
 
-async def test_help_is_answered_also_while_suppressed(inbox: Inbox) -> None:
+async def test_help_is_answered_also_while_suppressed_where_the_account_handles_opt_outs(
+    redis: Redis,
+) -> None:
+    inbox = Inbox(redis, engine(redis, settings=OWN))
     assert await inbox.send("help") == [(HELP, "compliance")]
     await inbox.send("STOP")
     assert await inbox.send("Info?") == [(HELP, "compliance")]
+    assert await inbox.entry() is not None  # HELP does not opt in
+
+
+async def test_help_while_the_provider_blacklists_the_number_is_noted_not_answered(
+    inbox: Inbox,
+) -> None:
+    assert await inbox.send("help") == [(HELP, "compliance")]
+    await inbox.send("STOP")
+    assert await inbox.send("Info?") == []  # it would be refused (302): nothing is sent
+    noted = [e["data"] for e in await inbox.timeline() if e["kind"] == "help"]
+    assert noted == [{"answered": False, "why": compliance.HELP_BLOCKED}]
     assert await inbox.entry() is not None  # HELP does not opt in
 
 
@@ -585,9 +599,11 @@ async def test_the_gateway_honours_opt_outs_end_to_end(
             assert provider_got("pong") == 0
             assert provider_got("Our spring sale starts today") == 0
 
-            # HELP is answered while suppressed; a repeated STOP is not confirmed again.
+            # HELP while blacklisted: not sent (the provider would refuse it), noted on the
+            # timeline; a repeated STOP is not confirmed again.
             await phone.send("HELP")
-            await eventually(lambda: provider_got(HELP) == 1, what="the help text")
+            await eventually(lambda: audited("help", 1), what="the unanswered HELP noted")
+            assert provider_got(HELP) == 0
             await phone.send(" Stop ")
             await eventually(lambda: audited("optout", 4), what="the repeated STOP handled")
             await sb.wait_idle()

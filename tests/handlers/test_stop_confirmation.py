@@ -30,7 +30,7 @@ from bot.core.config import Settings
 from bot.sandbox import Sandbox, SandboxConfig
 from bot.storage.keys import conversation_key
 from bot.storage.redis_server import RedisServer, free_port
-from handlers.compliance import DEFAULT_STOP_REPLY
+from handlers.compliance import DEFAULT_STOP_REPLY, HELP_BLOCKED
 from tests.gateway.procutil import eventually
 
 OURS = "+61491570157"
@@ -184,6 +184,21 @@ async def test_with_zero_configuration_the_handset_gets_the_providers_confirmati
         optouts = [e["data"] for e in view["timeline"] if e["kind"] == "optout"]
         assert {o["via"] for o in optouts} == {"keyword", "provider"}
         assert all(o["confirmed"] and o["confirmed_by"] == "provider" for o in optouts)
+        assert not any(e["kind"] == "outbound" for e in view["timeline"])
+        assert failed_sends(view) == []
+
+        # HELP while blacklisted: an answer would be refused, so none goes; the timeline
+        # says why instead of recording a failed send.
+        await run.text(H, "HELP")
+
+        async def help_noted() -> bool:
+            kinds = [e["kind"] for e in (await run.conversation(H))["timeline"]]
+            return "help" in kinds
+
+        await eventually(help_noted, what="the unanswered HELP on the timeline")
+        view = await run.conversation(H)
+        [noted] = [e["data"] for e in view["timeline"] if e["kind"] == "help"]
+        assert noted == {"answered": False, "why": HELP_BLOCKED}
         assert not any(e["kind"] == "outbound" for e in view["timeline"])
         assert failed_sends(view) == []
 
