@@ -61,6 +61,7 @@ from bot.conversation.filters import (
     Regex,
     StateIs,
     Status,
+    SyncFilter,
     ToNumber,
     normalise,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "StateIs",
     "States",
     "Status",
+    "SyncFilter",
     "TimeoutEvent",
     "TimerEvent",
     "TimerRef",

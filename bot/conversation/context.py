@@ -218,9 +218,13 @@ class Context:
         self._clock = clock
         session = backend.load()
         self._loaded_state = session.state
-        self._loaded_data = copy.deepcopy(session.data)
+        # Most conversations have no data: nothing to copy then.
+        self._loaded_data = copy.deepcopy(session.data) if session.data else {}
         self._state = session.state
-        self.data: dict[str, Any] = copy.deepcopy(self._loaded_data)
+        self.data: dict[str, Any] = copy.deepcopy(self._loaded_data) if session.data else {}
+        self._normalised_text: str | None = None
+        """The message text as :class:`~bot.conversation.filters.Keyword` compares it,
+        filled in by the first one."""
         self.replies: list[Reply] = []
         self.scheduled: list[TimerRef] = []
         self.cancelled: list[str] = []

@@ -12,6 +12,11 @@ dict is a match too). Filters combine with ``&``, ``|`` and ``~``::
 
 A filter that adds arguments lists their names in :attr:`Filter.provides`, so a handler
 asking for an argument nothing provides is refused when it is registered.
+
+Every event meets many filters (each handler's, in every router, until one matches), so the
+built-in filters answer synchronously (:meth:`Filter.check`) and only a filter that really
+waits (an ``async`` :class:`Custom` predicate, a subclass's ``async __call__``) costs a
+coroutine.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeGuard, cast
 
 from bot.conversation.context import PROMPT_KEY, Context
 from bot.conversation.states import StateLike, States
@@ -33,6 +38,7 @@ __all__ = [
     "AnswersPrompt",
     "AnyOf",
     "ChannelIs",
+    "Checked",
     "Choice",
     "Custom",
     "Filter",
@@ -45,6 +51,7 @@ __all__ = [
     "StateIs",
     "StateSpec",
     "Status",
+    "SyncFilter",
     "ToNumber",
     "evaluate",
     "normalise",
@@ -86,12 +93,36 @@ def normalise(text: str) -> str:
     return _WHITESPACE.sub(" ", folded[start:end])
 
 
-async def evaluate(flt: Filter, ctx: Context) -> dict[str, Any] | None:
-    """Run ``flt``: ``None`` if it does not match, else the arguments it adds."""
-    result = await flt(ctx)
+Checked = FilterResult | Awaitable[FilterResult]
+"""What :meth:`Filter.check` answers: the result, or (for a filter that waits) an
+awaitable of it."""
+
+
+def _waits(result: Any) -> TypeGuard[Awaitable[FilterResult]]:
+    return not isinstance(result, bool | dict) and inspect.isawaitable(result)
+
+
+def _arguments(result: Any) -> dict[str, Any] | None:
     if isinstance(result, dict):
         return result
     return {} if result else None
+
+
+async def evaluate(flt: Filter, ctx: Context) -> dict[str, Any] | None:
+    """Run ``flt``: ``None`` if it does not match, else the arguments it adds."""
+    result = flt.check(ctx)
+    if _waits(result):
+        result = await result
+    return _arguments(result)
+
+
+def _normalised_text(ctx: Context) -> str:
+    """:func:`normalise` of the message text, worked out once per event (every
+    :class:`Keyword` of every handler compares it)."""
+    text = ctx._normalised_text
+    if text is None:
+        text = ctx._normalised_text = normalise(ctx.text)
+    return text
 
 
 class Filter(ABC):
@@ -101,6 +132,9 @@ class Filter(ABC):
         class Weekend(Filter):
             async def __call__(self, ctx: Context) -> bool:
                 return ctx.now().weekday() >= 5
+
+    (A filter that never waits may implement :meth:`check` instead, as the built-in ones
+    do: subclass :class:`SyncFilter`.)
     """
 
     provides: frozenset[str] = frozenset()
@@ -110,6 +144,11 @@ class Filter(ABC):
     async def __call__(self, ctx: Context) -> FilterResult:
         """Whether the event matches (a dict: it does, with these handler arguments)."""
 
+    def check(self, ctx: Context) -> Checked:
+        """What the engine calls: the result when the filter can tell at once, else an
+        awaitable of it (by default the coroutine of :meth:`__call__`)."""
+        return self(ctx)
+
     def __and__(self, other: Filter) -> Filter:
         return AllOf(self, other)
 
@@ -118,6 +157,26 @@ class Filter(ABC):
 
     def __invert__(self) -> Filter:
         return Not(self)
+
+
+class SyncFilter(Filter):
+    """A filter that answers without waiting: implement :meth:`check`, returning the
+    result (``await flt(ctx)`` works as for any filter)::
+
+        class Weekend(SyncFilter):
+            def check(self, ctx: Context) -> bool:
+                return ctx.now().weekday() >= 5
+    """
+
+    async def __call__(self, ctx: Context) -> FilterResult:
+        result = self.check(ctx)
+        if _waits(result):
+            return await result
+        return cast(FilterResult, result)
+
+    @abstractmethod
+    def check(self, ctx: Context) -> Checked:
+        """Whether the event matches (a dict: it does, with these handler arguments)."""
 
 
 def _checked(flt: Filter) -> Filter:
@@ -133,7 +192,7 @@ def _flatten(kind: type[AllOf | AnyOf], filters: tuple[Filter, ...]) -> tuple[Fi
     return tuple(flat)
 
 
-class AllOf(Filter):
+class AllOf(SyncFilter):
     """``a & b``: every filter matches (evaluated in order, stopping at the first that does
     not); their arguments are merged, later ones winning."""
 
@@ -141,9 +200,27 @@ class AllOf(Filter):
         self.filters: tuple[Filter, ...] = _flatten(AllOf, filters)
         self.provides = frozenset().union(*(f.provides for f in self.filters))
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> Checked:
         merged: dict[str, Any] = {}
-        for flt in self.filters:
+        for index, flt in enumerate(self.filters):
+            result = flt.check(ctx)
+            if _waits(result):
+                return self._rest(ctx, index, result, merged)
+            extra = _arguments(result)
+            if extra is None:
+                return False
+            merged.update(extra)
+        return merged
+
+    async def _rest(
+        self, ctx: Context, index: int, waiting: Awaitable[FilterResult], merged: dict[str, Any]
+    ) -> FilterResult:
+        """The filters from ``index`` on, once one of them has to be waited for."""
+        extra = _arguments(await waiting)
+        if extra is None:
+            return False
+        merged.update(extra)
+        for flt in self.filters[index + 1 :]:
             extra = await evaluate(flt, ctx)
             if extra is None:
                 return False
@@ -154,7 +231,7 @@ class AllOf(Filter):
         return " & ".join(map(repr, self.filters)).join("()")
 
 
-class AnyOf(Filter):
+class AnyOf(SyncFilter):
     """``a | b``: the first filter that matches, with its arguments. Only the arguments
     every alternative provides count as provided."""
 
@@ -162,8 +239,23 @@ class AnyOf(Filter):
         self.filters: tuple[Filter, ...] = _flatten(AnyOf, filters)
         self.provides = frozenset.intersection(*(f.provides for f in self.filters))
 
-    async def __call__(self, ctx: Context) -> FilterResult:
-        for flt in self.filters:
+    def check(self, ctx: Context) -> Checked:
+        for index, flt in enumerate(self.filters):
+            result = flt.check(ctx)
+            if _waits(result):
+                return self._rest(ctx, index, result)
+            extra = _arguments(result)
+            if extra is not None:
+                return extra
+        return False
+
+    async def _rest(
+        self, ctx: Context, index: int, waiting: Awaitable[FilterResult]
+    ) -> FilterResult:
+        extra = _arguments(await waiting)
+        if extra is not None:
+            return extra
+        for flt in self.filters[index + 1 :]:
             extra = await evaluate(flt, ctx)
             if extra is not None:
                 return extra
@@ -173,14 +265,21 @@ class AnyOf(Filter):
         return " | ".join(map(repr, self.filters)).join("()")
 
 
-class Not(Filter):
+class Not(SyncFilter):
     """``~a``: matches when ``a`` does not (and adds no arguments)."""
 
     def __init__(self, flt: Filter) -> None:
         self.filter = _checked(flt)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
-        return await evaluate(self.filter, ctx) is None
+    def check(self, ctx: Context) -> Checked:
+        result = self.filter.check(ctx)
+        if _waits(result):
+            return self._negated(result)
+        return _arguments(result) is None
+
+    @staticmethod
+    async def _negated(waiting: Awaitable[FilterResult]) -> FilterResult:
+        return _arguments(await waiting) is None
 
     def __invert__(self) -> Filter:
         return self.filter
@@ -189,7 +288,7 @@ class Not(Filter):
         return f"~{self.filter!r}"
 
 
-class Keyword(Filter):
+class Keyword(SyncFilter):
     """The whole message is one of ``keywords``, ignoring case, surrounding punctuation and
     whitespace (see :func:`normalise`): ``Keyword("Y", "YES")`` matches ``"yes!"`` and
     ``" Y. "`` but not ``"yes please"``.
@@ -214,17 +313,17 @@ class Keyword(Filter):
                 raise ValueError(f"keyword {keyword!r} is empty once normalised")
             self.keywords.setdefault(key, keyword)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         if ctx.message is None:
             return False
-        keyword = self.keywords.get(normalise(ctx.text))
+        keyword = self.keywords.get(_normalised_text(ctx))
         return False if keyword is None else {"keyword": keyword}
 
     def __repr__(self) -> str:
         return f"Keyword({', '.join(map(repr, self.keywords.values()))})"
 
 
-class Regex(Filter):
+class Regex(SyncFilter):
     """``pattern`` is found in the message (``re.search``; case-insensitive unless ``flags``
     say otherwise). Adds ``match`` and every named group (``None`` when a group did not
     take part in the match)::
@@ -240,7 +339,7 @@ class Regex(Filter):
         self.pattern = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, flags)
         self.provides = frozenset({"match", *self.pattern.groupindex})
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         if ctx.message is None:
             return False
         found = self.pattern.search(ctx.text)
@@ -254,7 +353,7 @@ StateSpec = StateLike | type[States] | None
 """A state, its name, a whole group, ``None`` (no state) or ``"*"`` (any)."""
 
 
-class StateIs(Filter):
+class StateIs(SyncFilter):
     """The conversation is in one of ``states``: a :class:`State` or its name, a whole
     :class:`States` group, ``None`` for "no state", or ``"*"`` for any state (or none)::
 
@@ -285,7 +384,7 @@ class StateIs(Filter):
                 names.add(States.resolve(spec).name)
         self.names = frozenset(names)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         state = ctx.state
         return self.any or (self.none if state is None else state in self.names)
 
@@ -301,7 +400,7 @@ def _number(value: str) -> str:
     return cleaned
 
 
-class FromNumber(Filter):
+class FromNumber(SyncFilter):
     """The conversation's handset is one of ``numbers`` (E.164; spaces, dashes, dots and
     parentheses are ignored). Works for every event kind.
 
@@ -314,14 +413,14 @@ class FromNumber(Filter):
             raise ValueError("FromNumber() needs at least one number")
         self.numbers = frozenset(map(_number, numbers))
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         return ctx.handset in self.numbers
 
     def __repr__(self) -> str:
         return f"FromNumber(<{len(self.numbers)} numbers>)"
 
 
-class ToNumber(Filter):
+class ToNumber(SyncFilter):
     """Our number in the conversation (the one the handset wrote to) is one of ``numbers``:
     lets one gateway run different flows on different numbers.
 
@@ -334,14 +433,14 @@ class ToNumber(Filter):
             raise ValueError("ToNumber() needs at least one number")
         self.numbers = frozenset(map(_number, numbers))
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         return ctx.our_number in self.numbers
 
     def __repr__(self) -> str:
         return f"ToNumber(<{len(self.numbers)} numbers>)"
 
 
-class ChannelIs(Filter):
+class ChannelIs(SyncFilter):
     """The message arrived on one of ``channels``: ``"SMS"``, ``"MMS"`` or ``"RCS"``."""
 
     def __init__(self, *channels: Channel | str) -> None:
@@ -352,7 +451,7 @@ class ChannelIs(Filter):
         except ValueError as exc:
             raise ValueError(f"channels are {', '.join(Channel)}: {exc}") from None
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         message = ctx.message
         return message is not None and message.channel in self.channels
 
@@ -360,7 +459,7 @@ class ChannelIs(Filter):
         return f"ChannelIs({', '.join(sorted(self.channels))})"
 
 
-class Choice(Filter):
+class Choice(SyncFilter):
     """The handset tapped an RCS suggested reply; with ``postback``, one whose postback data
     is ``postback`` (or one of several). Adds ``postback``: the postback data::
 
@@ -378,7 +477,7 @@ class Choice(Filter):
             postback = (postback,)
         self.postbacks = None if postback is None else frozenset(postback)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         message = ctx.message
         if message is None or message.choice is None:
             return False
@@ -391,7 +490,7 @@ class Choice(Filter):
         return f"Choice({sorted(self.postbacks) if self.postbacks is not None else ''})"
 
 
-class Status(Filter):
+class Status(SyncFilter):
     """A delivery receipt with one of ``statuses`` (``"delivered"``, ``"failed"``,
     ``"expired"``, ``"rejected"``...; case-insensitive)::
 
@@ -407,7 +506,7 @@ class Status(Filter):
             raise ValueError("Status() needs at least one status")
         self.statuses = frozenset(str(s).lower() for s in statuses)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         receipt = ctx.receipt
         return receipt is not None and str(receipt.status).lower() in self.statuses
 
@@ -415,7 +514,7 @@ class Status(Filter):
         return f"Status({', '.join(sorted(self.statuses))})"
 
 
-class AnswersPrompt(Filter):
+class AnswersPrompt(SyncFilter):
     """The message answers an outbound prompt named ``names`` (any prompt when none are
     given), sent with ``ctx.reply(..., prompt=name)``: the provider echoes the prompt's
     metadata on the handset's reply. On a receipt: the receipt reports on such a prompt.
@@ -438,7 +537,7 @@ class AnswersPrompt(Filter):
     def __init__(self, *names: str) -> None:
         self.names = frozenset(names)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         prompt = ctx.prompt
         if prompt is None or (self.names and prompt[PROMPT_KEY] not in self.names):
             return False
@@ -451,7 +550,7 @@ class AnswersPrompt(Filter):
 Predicate = Callable[[Context], FilterResult | Awaitable[FilterResult]]
 
 
-class Custom(Filter):
+class Custom(SyncFilter):
     """Any function of the context, sync or async, answering like a filter. Declare the
     names of the arguments its dicts carry in ``provides``::
 
@@ -471,11 +570,8 @@ class Custom(Filter):
         self.predicate = predicate
         self.provides = frozenset(provides)
 
-    async def __call__(self, ctx: Context) -> FilterResult:
-        result = self.predicate(ctx)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+    def check(self, ctx: Context) -> Checked:
+        return self.predicate(ctx)  # an async predicate's coroutine is awaited by the caller
 
     def __repr__(self) -> str:
         name = getattr(self.predicate, "__qualname__", repr(self.predicate))

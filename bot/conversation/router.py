@@ -77,6 +77,7 @@ from bot.conversation.filters import (
     FilterResult,
     StateIs,
     StateSpec,
+    SyncFilter,
     evaluate,
 )
 from bot.conversation.states import StateLike, States
@@ -235,26 +236,26 @@ def _listing(names: Iterable[str]) -> str:
     return f"parameter{'s' if ',' in quoted else ''} {quoted}"
 
 
-class _TimedOut(Filter):
+class _TimedOut(SyncFilter):
     """A timeout event of ``state``."""
 
     def __init__(self, state: str) -> None:
         self.state = state
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         return isinstance(ctx.event, TimeoutEvent) and ctx.event.state == self.state
 
     def __repr__(self) -> str:
         return f"TimedOut({self.state})"
 
 
-class _TimerNamed(Filter):
+class _TimerNamed(SyncFilter):
     """A timer event called ``name``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def __call__(self, ctx: Context) -> FilterResult:
+    def check(self, ctx: Context) -> FilterResult:
         return isinstance(ctx.event, TimerEvent) and ctx.event.name == self.name
 
     def __repr__(self) -> str:
@@ -298,8 +299,9 @@ class Router:
         self.children: list[Router] = []
         self.outer: list[Middleware] = []
         self.inner: list[Middleware] = []
-        self._handlers: dict[EventKind, list[HandlerSpec]] = {kind: [] for kind in KINDS}
-        self._fallbacks: list[HandlerSpec] = []
+        # Tuples, read for every event (registration makes a new one).
+        self._handlers: dict[EventKind, tuple[HandlerSpec, ...]] = dict.fromkeys(KINDS, ())
+        self._fallbacks: tuple[HandlerSpec, ...] = ()
 
     def __repr__(self) -> str:
         return f"Router({self.name!r})"
@@ -377,7 +379,10 @@ class Router:
     ) -> Callable[[H], H]:
         def decorator(callback: H) -> H:
             spec = HandlerSpec.build(callback, kind, filters, self, fallback=fallback)
-            (self._fallbacks if fallback else self._handlers[kind]).append(spec)
+            if fallback:
+                self._fallbacks = (*self._fallbacks, spec)
+            else:
+                self._handlers[kind] = (*self._handlers[kind], spec)
             return callback
 
         return decorator
@@ -386,8 +391,8 @@ class Router:
         """This router's own handlers of ``kind``, in registration order (``fallback``:
         its fallback message handlers instead)."""
         if fallback:
-            return tuple(self._fallbacks) if kind == "message" else ()
-        return tuple(self._handlers[kind])
+            return self._fallbacks if kind == "message" else ()
+        return self._handlers[kind]
 
     # -- tree ----------------------------------------------------------------------
 

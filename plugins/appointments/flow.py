@@ -160,6 +160,8 @@ def _asked_at(doc: Appointment) -> str:
 def _target(ctx: Context) -> str | None:
     """The appointment a message answers (see the module documentation), or ``None``."""
     docs = _peek(ctx.data)
+    if not docs:
+        return None  # most conversations: no appointment at all
     now = ctx.now()
     prompt = ctx.prompt
     if prompt is not None:

@@ -25,7 +25,7 @@ from bot.conversation import (
     ToNumber,
     normalise,
 )
-from bot.conversation.filters import AllOf, AnyOf, FilterResult, Not
+from bot.conversation.filters import AllOf, AnyOf, FilterResult, Not, evaluate
 from bot.conversation.testing_backend import HANDSET, OURS, inbound, receipt
 from tests.conversation.support import check
 
@@ -223,6 +223,45 @@ async def test_a_filter_subclass_only_implements_call() -> None:
 
     assert await check(Long(), inbound("longer text")) == {"length": 11}
     assert await check(Long() & Keyword("short"), inbound("short")) is None
+
+
+async def test_built_in_filters_answer_at_once_and_wait_only_for_what_waits() -> None:
+    from tests.conversation.support import context
+
+    ctx = context(inbound("Yes!"))
+    sync = Keyword("yes") & ~ChannelIs("RCS") & Custom(lambda ctx: {"n": 1}, provides=["n"])
+    assert sync.check(ctx) == {"keyword": "yes", "n": 1}  # no coroutine made
+    assert await sync(ctx) == {"keyword": "yes", "n": 1}
+
+    async def slow(ctx: Context) -> FilterResult:
+        return {"slow": True}
+
+    for flt, expected in [
+        (
+            Keyword("yes") & Custom(slow, provides=["slow"]) & Keyword("yes"),
+            {"keyword": "yes", "slow": True},
+        ),
+        (Custom(slow) & Keyword("no"), None),
+        (Keyword("no") | Custom(slow, provides=["slow"]), {"slow": True}),
+        (Custom(slow) | Keyword("yes"), {"slow": True}),
+        (~Custom(slow), None),
+        (~(Custom(slow) & Keyword("no")), {}),
+    ]:
+        pending = flt.check(ctx)
+        assert not isinstance(pending, bool | dict)  # an awaitable: it has to wait
+        result = await pending
+        assert (result if isinstance(result, dict) else {} if result else None) == expected
+        assert await evaluate(flt, ctx) == expected
+    assert (Keyword("no") & Custom(slow)).check(ctx) is False  # stopped before it waits
+
+
+async def test_keywords_normalise_the_text_once_per_event() -> None:
+    from tests.conversation.support import context
+
+    ctx = context(inbound("  \uff39\uff45\uff53!! "))  # fullwidth "Yes"
+    assert await evaluate(Keyword("no"), ctx) is None
+    assert ctx._normalised_text == "yes"
+    assert await evaluate(Keyword("YES"), ctx) == {"keyword": "YES"}
 
 
 # --------------------------------------------------------------------------- state
