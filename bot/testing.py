@@ -47,7 +47,6 @@ from typing import Any, Self
 import aiohttp
 import pytest
 from aiohttp import web
-from redis.asyncio import Redis
 
 from bot.app.gateway import GATEWAY, Gateway, create_app
 from bot.app.plugins import Plugin
@@ -56,6 +55,7 @@ from bot.core.botconfig import BotConfig
 from bot.core.config import Settings
 from bot.core.sms import Encoding, segments
 from bot.sandbox import HandsetClient, Sandbox, SandboxConfig
+from bot.storage.connection import RedisClient, connect
 from bot.storage.keys import DLQ, PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer, free_port
 from bot.storage.sessions import Session
@@ -372,7 +372,7 @@ class BotTester:
                 delivery_reports_always=True,
             )
         )
-        self.redis: Redis = None  # type: ignore[assignment]
+        self.redis: RedisClient = None  # type: ignore[assignment]
         self._phones: dict[str, Phone] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -395,7 +395,7 @@ class BotTester:
             self._own_redis = RedisServer(Path(self._tmp.name) / "redis")
             await asyncio.to_thread(self._own_redis.start)
             self._redis_url = self._own_redis.url
-        self.redis = Redis.from_url(self._redis_url)
+        self.redis = connect(self._redis_url)  # one server, or a redis+cluster:// URL
         await self.redis.flushdb()
         await self.sandbox.start()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))

@@ -57,6 +57,7 @@ from typing import Final
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from bot.conversation import Context, Custom, Keyword, Router, normalise
 from bot.inbox.engine import EventContextBackend
@@ -110,7 +111,7 @@ DEFAULT_HELP_TEXT: Final = (
     "Msg&data rates may apply."
 )
 
-RedisSource = Redis | Callable[[], Redis]
+RedisSource = Redis | RedisCluster | Callable[[], Redis | RedisCluster]
 """The gateway's Redis, or a function returning it (when the router is built before the
 connection exists)."""
 
@@ -234,8 +235,8 @@ def build_router(
     if not settings.enabled:
         return router
 
-    def connection() -> Redis:
-        return redis if isinstance(redis, Redis) else redis()
+    def connection() -> Redis | RedisCluster:
+        return redis if isinstance(redis, Redis | RedisCluster) else redis()
 
     async def current(ctx: Context) -> suppression.OptOut | None:
         gw = event_context(ctx)

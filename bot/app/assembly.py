@@ -24,7 +24,6 @@ from typing import Any, Final, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
 
 from bot.app.plugins import Plugin, PluginLoad, load_plugins, parse_names
 from bot.conversation.context import Clock, utc_now
@@ -33,6 +32,7 @@ from bot.core.botconfig import BotConfig
 from bot.core.config import ConfigError, Settings
 from bot.inbox.engine import GatewayEngineHandler
 from bot.sinch.client import SinchClient
+from bot.storage.connection import RedisClient
 from handlers import compliance, keywords
 
 __all__ = ["DEMO_FALLBACK", "DEMO_PLUGINS", "Bot", "assemble", "enabled_plugins"]
@@ -85,7 +85,7 @@ def assemble(
     *,
     demo: bool,
     provider: SinchClient | None,
-    redis: Redis,
+    redis: RedisClient,
     clock: Clock = utc_now,
     available: Mapping[str, Plugin] | None = None,
 ) -> Bot:

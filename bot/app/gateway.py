@@ -1,7 +1,7 @@
 """The gateway server: one aiohttp application that owns every resource of a
 ``sinchbot serve`` process, started and stopped in order by a cleanup context.
 
-Start: Redis (the configured one, or an embedded redis-server, which a supervisor restarts if
+Start: RedisClient (the configured one, or an embedded redis-server, which a supervisor restarts if
 it dies) → the provider (the real API, or an in-process sandbox in zero-configuration mode)
 → the worker registry (heartbeat and partition leases) → the inbox consumer, the timer pump,
 the sender and the forwarder. Stop (SIGTERM or Ctrl-C): the HTTP site closes first (no new
@@ -23,9 +23,6 @@ from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from bot.api.routes import Api, ApiDeps, api_routes
 from bot.app.assembly import Bot, assemble
@@ -51,6 +48,7 @@ from bot.receipts.forwarding import Forwarder
 from bot.sender.loop import Sender
 from bot.sender.throttle import Throttle, connection_id
 from bot.sinch.client import SinchClient
+from bot.storage.connection import RedisClient, connect
 from bot.storage.redis_server import RedisServer, RedisSupervisor
 from bot.storage.store import Store
 from bot.streams.leases import WorkerRegistry
@@ -159,11 +157,13 @@ class Gateway:
             self.redis_supervisor = RedisSupervisor(self.embedded_redis)
             redis_url = self.embedded_redis.url
         # Few, fast retries: a webhook must answer 503 promptly while Redis is down.
-        self.redis = Redis.from_url(
+        # One server, or a cluster for redis+cluster:// (bot.storage.connection).
+        self.redis: RedisClient = connect(
             redis_url,
             socket_timeout=5,
             socket_connect_timeout=2,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retries=2,
+            retry_backoff=(0.05, 0.5),
             health_check_interval=15,
         )
         self.store = Store(self.redis)

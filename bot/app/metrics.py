@@ -38,7 +38,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
 
 from bot.core.config import Settings
 from bot.inbox.timers import TimerPump
@@ -46,6 +45,7 @@ from bot.inbox.worker import InboxConsumer
 from bot.ingress.admission import Ingress
 from bot.outbox.deferred import DeferredPump
 from bot.sender.loop import Sender
+from bot.storage.connection import RedisClient
 from bot.storage.keys import DLQ, PartitionKeys
 from bot.streams.leases import WorkerRegistry
 
@@ -57,7 +57,7 @@ class Metered(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def redis(self) -> Redis: ...
+    def redis(self) -> RedisClient: ...
     @property
     def role(self) -> str: ...
     @property
@@ -155,7 +155,7 @@ class GatewayMetrics:
         )
         self.registry.register(_Collector(self))
         self.depths: dict[str, float] | None = None
-        """The depths read at the last scrape (``None``: Redis did not answer)."""
+        """The depths read at the last scrape (``None``: RedisClient did not answer)."""
         self._redis_failing = False
 
     # ------------------------------------------------------------------ hooks

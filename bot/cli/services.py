@@ -233,10 +233,12 @@ def _dlq(
             raise ConfigError(REDIS_URL_MISSING)
 
         async def go() -> None:
-            from redis.asyncio import Redis
             from redis.exceptions import RedisError
 
-            client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+            from bot.storage.connection import connect
+
+            # One server, or a cluster (redis+cluster://).
+            client = connect(url, socket_connect_timeout=5, socket_timeout=30)
             try:
                 await action(client, args)
             except RedisError as exc:

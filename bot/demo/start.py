@@ -27,11 +27,11 @@ from datetime import UTC, timedelta
 from typing import Any, Final, Protocol
 
 import structlog
-from redis.asyncio import Redis
 
 from bot.core.botconfig import BotConfig
 from bot.core.clock import Clock
 from bot.core.config import Settings
+from bot.storage.connection import RedisClient
 from bot.storage.keys import PREFIX
 
 __all__ = [
@@ -63,7 +63,7 @@ class DemoGateway(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def redis(self) -> Redis: ...
+    def redis(self) -> RedisClient: ...
     @property
     def clock(self) -> Clock: ...
     @property

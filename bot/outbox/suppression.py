@@ -34,9 +34,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
 from bot.receipts import timeline
+from bot.storage.connection import RedisClient
 from bot.storage.events import OutboundRequest
 from bot.storage.keys import PartitionKeys, conversation_key, handset_of, partition_of
 from bot.storage.store import RANK_ERROR, Batch, Store, text
@@ -267,7 +266,7 @@ def _pending(batch: Batch, keys: PartitionKeys, number: str) -> tuple[bool, OptO
 
 
 async def lookup(
-    redis: Redis, keys: PartitionKeys, number: str, *, batch: Batch | None = None
+    redis: RedisClient, keys: PartitionKeys, number: str, *, batch: Batch | None = None
 ) -> OptOut | None:
     """``number``'s entry, or ``None`` when it is not suppressed. With ``batch`` (a
     handler's, not yet committed), the batch's own suppression writes count first."""
@@ -279,13 +278,15 @@ async def lookup(
     return None if raw is None else OptOut.from_json(raw)
 
 
-async def is_suppressed(redis: Redis, partitions: int, number: str) -> bool:
+async def is_suppressed(redis: RedisClient, partitions: int, number: str) -> bool:
     """Whether ``number`` opted out (committed state)."""
     keys = PartitionKeys(partition_of(number, partitions))
     return bool(await redis.hexists(keys.optout, number))
 
 
-async def suppressed_among(redis: Redis, keys: PartitionKeys, numbers: Iterable[str]) -> set[str]:
+async def suppressed_among(
+    redis: RedisClient, keys: PartitionKeys, numbers: Iterable[str]
+) -> set[str]:
     """Which of ``numbers`` (all in ``keys``'s partition) opted out: one ``HMGET``."""
     wanted = list(dict.fromkeys(numbers))
     if not wanted:
@@ -295,7 +296,7 @@ async def suppressed_among(redis: Redis, keys: PartitionKeys, numbers: Iterable[
 
 
 async def screen(
-    redis: Redis, wanted: Mapping[int, Collection[str]]
+    redis: RedisClient, wanted: Mapping[int, Collection[str]]
 ) -> dict[int, dict[str, OptOut]]:
     """The suppressed numbers among ``wanted`` (partition → numbers in it), with their
     entries: one ``HMGET`` per partition, pipelined into one round trip."""
@@ -319,7 +320,7 @@ async def screen(
 
 
 async def conversations_of(
-    redis: Redis, keys: PartitionKeys, numbers: Collection[str]
+    redis: RedisClient, keys: PartitionKeys, numbers: Collection[str]
 ) -> dict[str, list[str]]:
     """The known conversations of each handset in ``numbers`` (all in ``keys``'s partition),
     from the partition's activity index, oldest activity first. One scan of the index:

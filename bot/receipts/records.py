@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bot.core.sms import segments
 from bot.sinch.models import DeliveryReceipt, DeliveryStatus
+from bot.storage.connection import RedisClient
 from bot.storage.events import OutboundRequest
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import (
@@ -118,7 +117,7 @@ def merge_receipt(
     batch.merge_receipt(keys.message(gw_id), rank, fields, ttl_ms=ttl_ms)
 
 
-async def read(redis: Redis, keys: PartitionKeys, gw_id: str) -> dict[str, str] | None:
+async def read(redis: RedisClient, keys: PartitionKeys, gw_id: str) -> dict[str, str] | None:
     """The record, or ``None``."""
     raw = await redis.hgetall(keys.message(gw_id))
     return text_map(raw) or None

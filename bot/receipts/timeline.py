@@ -11,9 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bot.core import fastjson
+from bot.storage.connection import RedisClient
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import Batch, text, text_map
 
@@ -48,7 +47,7 @@ def append(
 
 
 async def read(
-    redis: Redis, keys: PartitionKeys, conversation: str, *, limit: int = 200
+    redis: RedisClient, keys: PartitionKeys, conversation: str, *, limit: int = 200
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` entries, oldest first: ``{"id", "kind", "at", "data"}``."""
     entries: list[Any] = await redis.xrevrange(keys.timeline(conversation), count=limit) or []

@@ -36,7 +36,6 @@ import httpx
 import pydantic
 import stamina
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.core.crashpoints import crash_point
@@ -55,6 +54,7 @@ from bot.sinch.errors import (
     SinchTransportError,
 )
 from bot.sinch.models import OutboundMessage, ProviderMessage, RcsMessage
+from bot.storage.connection import RedisClient
 from bot.storage.keys import PartitionKeys, partition_of
 
 __all__ = ["Abandon", "Attempts", "BatchState", "gw_ids"]
@@ -125,7 +125,7 @@ class Attempts:
         self,
         client: SinchClient,
         limiter: RateLimiter,
-        redis: Redis,
+        redis: RedisClient,
         counters: SenderCounters,
         *,
         partitions: int,

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.storage.connection import RedisClient
 from bot.storage.keys import inflight
 from bot.storage.store import text
 
@@ -36,7 +36,7 @@ class InflightMarker:
     """The marker of worker ``worker_id`` (see the module docstring); a narrowed marker
     (unknown outcomes put back) lasts ``unknown_ttl_ms``."""
 
-    def __init__(self, redis: Redis, worker_id: str, *, unknown_ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, worker_id: str, *, unknown_ttl_ms: int) -> None:
         self.redis = redis
         self.worker_id = worker_id
         self.key = inflight(worker_id)

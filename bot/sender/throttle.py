@@ -24,9 +24,8 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bot.sender.limiter import RateLimiter
+from bot.storage.connection import RedisClient
 
 __all__ = ["Throttle", "connection_id"]
 
@@ -110,7 +109,7 @@ class Throttle(RateLimiter):
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         connection: str,
         *,
         calls: int = 100,

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
+from bot.storage.connection import RedisClient
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import Batch
 
@@ -81,7 +80,7 @@ class SessionStore(ABC):
 class RedisSessions(SessionStore):
     """Sessions as one Redis hash per conversation, in the conversation's partition."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
     async def load(self, keys: PartitionKeys, conversations: Sequence[str]) -> dict[str, Session]:

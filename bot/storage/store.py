@@ -18,9 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bot.core import fastjson
+from bot.storage.connection import RedisClient
 
 # Progress ranks of an outbound message for the monotonic merge (queued is 0): an error ending outranks
 # "delivered" so that, for a multipart message, a later part's success never hides an
@@ -220,7 +219,7 @@ class Batch:
 class Store:
     """The gateway's Redis: the connection and the batch script."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._script: Any = redis.register_script(_SCRIPT)
 

@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.core.aio import cancel_and_wait
+from bot.storage.connection import RedisClient
 from bot.storage.store import Store
 from bot.streams.leases import WorkerRegistry
 from bot.streams.reader import (
@@ -196,7 +196,7 @@ class PartitionedConsumer(ABC, Generic[P]):
         drain_timeout: float = 30.0,
     ) -> None:
         self.store = store
-        self.redis: Redis = store.redis
+        self.redis: RedisClient = store.redis
         self.registry = registry
         self.spec = spec
         self.block = block
@@ -381,7 +381,7 @@ class PartitionedConsumer(ABC, Generic[P]):
             except RedisError as exc:
                 self.tally.restarts[type(exc).__name__] += 1
                 part.log.warning(
-                    f"{self.spec.kind}: Redis failed; backing off",
+                    f"{self.spec.kind}: RedisClient failed; backing off",
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in=part.backoff,
                 )

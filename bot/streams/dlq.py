@@ -37,9 +37,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
+from bot.storage.connection import RedisClient
 from bot.storage.keys import DLQ, FORWARD_GROUP, INBOX_GROUP, OUTBOX_GROUP
 from bot.storage.store import text, text_map
 
@@ -180,12 +181,12 @@ def _float(value: str | None) -> float:
         return 0.0
 
 
-def add(pipe: Pipeline | Redis, letter: DeadLetter) -> Any:
+def add(pipe: Pipeline | ClusterPipeline | RedisClient, letter: DeadLetter) -> Any:
     """Queue (on a pipeline) or send the ``XADD`` of one dead letter."""
     return pipe.xadd(DLQ, letter.to_fields(), maxlen=DLQ_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
 
-async def dead_letter(redis: Redis, letters: Sequence[DeadLetter]) -> list[str]:
+async def dead_letter(redis: RedisClient, letters: Sequence[DeadLetter]) -> list[str]:
     """Write dead letters in one round trip; returns their DLQ ids."""
     if not letters:
         return []
@@ -196,12 +197,12 @@ async def dead_letter(redis: Redis, letters: Sequence[DeadLetter]) -> list[str]:
     return [text(i) for i in ids]
 
 
-async def count(redis: Redis) -> int:
+async def count(redis: RedisClient) -> int:
     """Entries in the DLQ."""
     return int(await redis.xlen(DLQ))
 
 
-async def list_dead(redis: Redis, count: int = 100, *, start: str = "-") -> list[DeadEntry]:
+async def list_dead(redis: RedisClient, count: int = 100, *, start: str = "-") -> list[DeadEntry]:
     """The oldest ``count`` dead letters from ``start`` (a DLQ id, inclusive)."""
     raw: Any = await redis.xrange(DLQ, min=start, max="+", count=count)
     return [DeadEntry.from_stream(entry_id, fields) for entry_id, fields in raw]
@@ -213,7 +214,7 @@ def _check_ids(ids: Sequence[str]) -> None:
             raise ValueError(f"not a stream entry id: {entry_id!r} (ids look like 1712345678901-0)")
 
 
-async def _pages(redis: Redis, ids: Sequence[str] | All) -> AsyncIterator[list[DeadEntry]]:
+async def _pages(redis: RedisClient, ids: Sequence[str] | All) -> AsyncIterator[list[DeadEntry]]:
     """The chosen dead letters (all of them, or those of ``ids`` that exist), a page at a
     time."""
     if ids == "all":
@@ -237,7 +238,7 @@ async def _pages(redis: Redis, ids: Sequence[str] | All) -> AsyncIterator[list[D
             yield chosen
 
 
-async def replay(redis: Redis, entry_ids: Sequence[str] | All) -> int:
+async def replay(redis: RedisClient, entry_ids: Sequence[str] | All) -> int:
     """Append dead letters to their source streams again (as new entries, at the end),
     then delete them from the DLQ. Returns how many were replayed; unknown ids are skipped,
     and so are letters without a source. A letter written twice for one entry (a crash
@@ -262,7 +263,7 @@ async def replay(redis: Redis, entry_ids: Sequence[str] | All) -> int:
     return replayed
 
 
-async def purge(redis: Redis, entry_ids: Sequence[str] | All) -> int:
+async def purge(redis: RedisClient, entry_ids: Sequence[str] | All) -> int:
     """Delete dead letters for good. Returns how many were deleted."""
     if entry_ids == "all":
         deleted = await count(redis)

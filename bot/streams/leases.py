@@ -30,11 +30,11 @@ import time
 from typing import Any, Protocol
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.core.aio import cancel_and_wait
 from bot.core.config import ConfigError
+from bot.storage.connection import RedisClient
 from bot.storage.keys import META, WORKERS, PartitionKeys, alive
 from bot.storage.store import text
 
@@ -121,7 +121,7 @@ class WorkerRegistry:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         worker_id: str | None = None,
         partitions: int,
@@ -218,7 +218,7 @@ class WorkerRegistry:
 
         Raises:
             PartitionCountMismatch: the Redis data uses another partition count.
-            redis.exceptions.RedisError: Redis cannot be reached right now.
+            redis.exceptions.RedisError: RedisClient cannot be reached right now.
         """
         if self._task is not None:
             return
@@ -373,7 +373,7 @@ class WorkerRegistry:
             await self._notify("partition_acquired", partition)
 
     async def _expire_local(self) -> None:
-        """Drop leases we could not renew in time: Redis may already have expired them."""
+        """Drop leases we could not renew in time: RedisClient may already have expired them."""
         now = time.monotonic()
         for partition in sorted(self.held):
             if now >= self._renewed.get(partition, now) + self.lease_ttl:

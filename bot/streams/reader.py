@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bot.core.logs import mask_text
+from bot.storage.connection import RedisClient
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import Batch, text, text_map
 from bot.streams import dlq
@@ -207,7 +207,7 @@ class Letter:
 class StreamScripts:
     """The scripts of :class:`PartitionStream`, registered once per consumer."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.read: Any = redis.register_script(_READ)
         self.claim: Any = redis.register_script(_CLAIM)
         self.leave: Any = redis.register_script(_LEAVE)
@@ -218,7 +218,7 @@ def _pairs(flat: Sequence[Any] | None) -> Fields:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-async def write_letters(redis: Redis, spec: StreamSpec, letters: Sequence[Letter]) -> None:
+async def write_letters(redis: RedisClient, spec: StreamSpec, letters: Sequence[Letter]) -> None:
     """Copy entries of ``spec``'s streams (of any partitions) to the dead-letter stream in
     one round trip, and log each at error level. The caller acknowledges them afterwards."""
     if not letters:
@@ -257,7 +257,7 @@ class PartitionStream:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: StreamScripts,
         spec: StreamSpec,
         partition: int,
