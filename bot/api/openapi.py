@@ -111,7 +111,7 @@ class ConversationList(BaseModel):
 
 class TimelineEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(description="Stream entry id.")
+    id: str = Field(description="Entry id, <milliseconds>-<sequence>, unique in the timeline.")
     kind: str = Field(description="inbound, outbound, sent, receipt, failed, state...")
     at: float = Field(description="Unix seconds.")
     data: dict[str, Any]

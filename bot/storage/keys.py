@@ -98,6 +98,12 @@ class PartitionKeys:
         return f"{PREFIX}:{self.tag}:sess:{conversation}"
 
     def timeline(self, conversation: str) -> str:
+        """A conversation's timeline: a list of JSON entries (see
+        :mod:`bot.receipts.timeline`)."""
+        return f"{PREFIX}:{self.tag}:tlog:{conversation}"
+
+    def timeline_stream(self, conversation: str) -> str:
+        """The timeline as earlier versions wrote it (a stream): read until it expires."""
         return f"{PREFIX}:{self.tag}:tl:{conversation}"
 
     def message(self, message_ref: str) -> str:

@@ -52,6 +52,10 @@ for i, op in ipairs(ops) do
     for _, v in ipairs(op[3]) do table.insert(args, v) end
     table.insert(out, redis.call('XADD', unpack(args)))
     if op[5] > 0 then redis.call('PEXPIRE', k, op[5]) end
+  elseif o == 'rpush' then
+    redis.call('RPUSH', k, unpack(op[3]))
+    if op[4] > 0 then redis.call('LTRIM', k, -op[4], -1) end
+    if op[5] > 0 then redis.call('PEXPIRE', k, op[5]) end
   elseif o == 'xack' then
     redis.call('XACK', k, op[3], unpack(op[4]))
     if op[5] then redis.call('XDEL', k, unpack(op[4])) end
@@ -160,6 +164,12 @@ class Batch:
     ) -> Batch:
         """Append to a stream (``maxlen`` trims approximately; ``ttl_ms`` expires the stream)."""
         self.ops.append(["xadd", self._k(stream), _flat(fields), maxlen, ttl_ms])
+        return self
+
+    def rpush(self, key: str, values: Sequence[str], *, maxlen: int = 0, ttl_ms: int = 0) -> Batch:
+        """Append to a list, keeping its last ``maxlen`` items (``ttl_ms`` expires it)."""
+        if values:
+            self.ops.append(["rpush", self._k(key), list(values), maxlen, ttl_ms])
         return self
 
     def xack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = True) -> Batch:
