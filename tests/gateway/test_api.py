@@ -273,6 +273,7 @@ async def test_bad_bodies_are_refused_and_write_nothing(
 # ------------------------------------------------------------------------------ POST success
 
 
+@pytest.mark.cluster
 async def test_send_queues_one_message_per_recipient_in_its_partition(
     api: TestClient[Any, Any], redis: Redis
 ) -> None:
@@ -458,6 +459,7 @@ async def test_unknown_messages_are_404(api: TestClient[Any, Any]) -> None:
 # ------------------------------------------------------------------------------ conversations
 
 
+@pytest.mark.cluster
 async def test_conversations_newest_first_and_filtered(
     api: TestClient[Any, Any], redis: Redis
 ) -> None:
@@ -484,6 +486,7 @@ async def test_conversations_newest_first_and_filtered(
         Error.model_validate(answer)
 
 
+@pytest.mark.cluster
 async def test_conversation_view(api: TestClient[Any, Any], redis: Redis) -> None:
     _, answer = await post(api, {"to": H1, "content": "Reply Y", "from": OURS})
     gw_id = answer["messages"][0]["id"]
@@ -537,6 +540,7 @@ async def test_senders(
     assert (status, answer) == (503, {"error": "no provider configured"})
 
 
+@pytest.mark.cluster
 async def test_provider_calls_respect_the_shared_throttle(
     aiohttp_client: ClientFactory, redis: Redis, client: SinchClient
 ) -> None:

@@ -53,11 +53,12 @@ def settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **{**base, **values})
 
 
-def production(redis_server: RedisServer, sandbox: Sandbox, port: int, **values: Any) -> Settings:
-    """A production configuration: our Redis, the sandbox as the provider, a webhook secret
-    and an API token (``values`` override, ``None`` removes)."""
+def production(redis: RedisServer | str, sandbox: Sandbox, port: int, **values: Any) -> Settings:
+    """A production configuration: our Redis (a server, or a URL: a cluster's), the sandbox
+    as the provider, a webhook secret and an API token (``values`` override, ``None``
+    removes)."""
     options: dict[str, Any] = {
-        "redis_url": redis_server.url,
+        "redis_url": redis if isinstance(redis, str) else redis.url,
         "base_url": sandbox.url,
         "api_key": sandbox.api_key,
         "api_secret": sandbox.api_secret,
@@ -116,8 +117,9 @@ async def inbox_empty(redis: Redis) -> bool:
 # ---------------------------------------------------------------------- the whole path
 
 
+@pytest.mark.cluster
 async def test_a_handset_message_is_answered_and_its_receipts_show_in_the_api(
-    redis: Redis, redis_server: RedisServer, http: aiohttp.ClientSession
+    redis: Redis, redis_url: str, http: aiohttp.ClientSession
 ) -> None:
     port = free_port()
     gw = f"http://127.0.0.1:{port}"
@@ -130,7 +132,7 @@ async def test_a_handset_message_is_answered_and_its_receipts_show_in_the_api(
     )
     async with (
         Sandbox(config) as sb,
-        serving(create_app(production(redis_server, sb, port), handler=Ack()), port),
+        serving(create_app(production(redis_url, sb, port), handler=Ack()), port),
     ):
         status, body = await get_json(http, f"{gw}/readyz")
         assert (status, body["status"]) == (200, "ok")
@@ -184,12 +186,13 @@ async def test_a_handset_message_is_answered_and_its_receipts_show_in_the_api(
         assert [m["content"] for m in phone.received] == [ack_text("hello there"), "ack again"]
 
 
+@pytest.mark.cluster
 async def test_an_api_send_reaches_the_handset(
-    redis: Redis, redis_server: RedisServer, sandbox: Sandbox, http: aiohttp.ClientSession
+    redis: Redis, redis_url: str, sandbox: Sandbox, http: aiohttp.ClientSession
 ) -> None:
     port = free_port()
     gw = f"http://127.0.0.1:{port}"
-    async with serving(create_app(production(redis_server, sandbox, port)), port) as gateway:
+    async with serving(create_app(production(redis_url, sandbox, port)), port) as gateway:
         # No handler configured: the conversation engine (with no plugins enabled).
         assert isinstance(gateway.handler, GatewayEngineHandler)
         assert gateway.bot is not None and gateway.bot.plugins.loaded == []

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -33,7 +34,7 @@ from bot.sandbox import Sandbox
 from bot.sinch.models import OutboundMessage, parse_inbound
 from bot.storage.events import InboxEvent, OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
-from bot.storage.redis_server import RedisServer, free_port
+from bot.storage.redis_server import free_port
 from bot.storage.store import Batch, Store
 from bot.streams.leases import WorkerRegistry
 from tests.gateway.procutil import eventually
@@ -164,6 +165,7 @@ async def defer(redis: Redis, *texts: str) -> list[OutboundRequest]:
     return queued
 
 
+@pytest.mark.cluster
 async def test_the_pump_releases_a_due_send_into_the_outbox_exactly_once(redis: Redis) -> None:
     early, later = await defer(redis, "first", "second")
     async with owner(redis) as registry:
@@ -192,6 +194,7 @@ async def test_the_pump_releases_a_due_send_into_the_outbox_exactly_once(redis: 
         assert still is not None and still["status"] == DEFERRED
 
 
+@pytest.mark.cluster
 async def test_the_pump_releases_nothing_without_the_lease(redis: Redis) -> None:
     [nudge] = await defer(redis, "nudge")
     await make_due(redis, nudge.gw_id)
@@ -322,12 +325,13 @@ async def gateway_with_quiet_hours(
         await runner.cleanup()
 
 
+@pytest.mark.cluster
 async def test_an_api_send_in_quiet_hours_is_deferred_then_reaches_the_handset(
-    redis: Redis, redis_server: RedisServer, sandbox: Sandbox
+    redis: Redis, redis_url: str, sandbox: Sandbox
 ) -> None:
     port = free_port()
     gw = f"http://127.0.0.1:{port}"
-    gateway = Gateway(production(redis_server, sandbox, port))
+    gateway = Gateway(production(redis_url, sandbox, port))
     phone = sandbox.handset(H)
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,

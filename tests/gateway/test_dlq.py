@@ -7,12 +7,14 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
 from bot import cli
+from bot.storage.connection import connect, is_cluster_url, seed_nodes
 from bot.storage.keys import DLQ, FORWARD_GROUP, INBOX_GROUP, OUTBOX_GROUP, PartitionKeys
 from bot.storage.redis_server import RedisServer
 from bot.streams import dlq
@@ -34,6 +36,7 @@ def letter(n: int, **fields: str) -> dlq.DeadLetter:
     )
 
 
+@pytest.mark.cluster
 async def test_dead_letters_are_listed_oldest_first_with_where_they_came_from(
     redis: Redis,
 ) -> None:
@@ -56,6 +59,7 @@ async def test_dead_letters_are_listed_oldest_first_with_where_they_came_from(
     assert await dlq.count(redis) == 2
 
 
+@pytest.mark.cluster
 async def test_replay_puts_the_original_fields_back_and_removes_the_letter(
     redis: Redis,
 ) -> None:
@@ -77,6 +81,7 @@ async def test_a_letter_written_twice_is_replayed_once(redis: Redis) -> None:
     assert await dlq.count(redis) == 0
 
 
+@pytest.mark.cluster
 async def test_replay_all_goes_through_every_page(redis: Redis) -> None:
     await dlq.dead_letter(redis, [letter(n) for n in range(dlq.PAGE * 2 + 5)])
     assert await dlq.replay(redis, "all") == dlq.PAGE * 2 + 5
@@ -150,6 +155,7 @@ async def test_letters_in_the_short_shape_are_read_too(redis: Redis) -> None:
     assert fields == {b"id": b"g1"}
 
 
+@pytest.mark.cluster
 async def test_purge_deletes_chosen_letters_or_all(redis: Redis) -> None:
     ids = await dlq.dead_letter(redis, [letter(n) for n in range(3)])
     assert await dlq.purge(redis, [ids[0]]) == 1
@@ -171,15 +177,20 @@ async def test_ids_that_are_not_stream_ids_are_refused(redis: Redis) -> None:
 
 @pytest.fixture
 def env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server: RedisServer
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str
 ) -> Iterator[sync_redis.Redis]:
-    """SINCHBOT_REDIS_URL pointing at the test Redis (flushed), nothing else configured."""
+    """SINCHBOT_REDIS_URL pointing at the test Redis (flushed; a cluster for the tests marked
+    ``cluster``), nothing else configured."""
     for name in list(os.environ):
         if name.startswith("SINCHBOT_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SINCHBOT_REDIS_URL", redis_server.url)
-    client = sync_redis.Redis.from_url(redis_server.url)
+    monkeypatch.setenv("SINCHBOT_REDIS_URL", redis_url)
+    client: Any = (
+        sync_redis.RedisCluster(*seed_nodes(redis_url)[0])
+        if is_cluster_url(redis_url)
+        else sync_redis.Redis.from_url(redis_url)
+    )
     client.flushdb()
     yield client
     client.close()
@@ -189,7 +200,7 @@ def seed(count: int) -> list[str]:
     """Dead letters written through the async API (the CLI runs its own event loop)."""
 
     async def write() -> list[str]:
-        client = Redis.from_url(os.environ["SINCHBOT_REDIS_URL"])
+        client = connect(os.environ["SINCHBOT_REDIS_URL"])
         try:
             return await dlq.dead_letter(client, [letter(n) for n in range(count)])
         finally:
@@ -198,6 +209,7 @@ def seed(count: int) -> list[str]:
     return asyncio.run(write())
 
 
+@pytest.mark.cluster
 def test_cli_lists_dead_letters(env: sync_redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     ids = seed(3)
     assert cli.main(["dlq", "list", "--count", "2"]) == 0
@@ -231,6 +243,7 @@ def test_cli_says_so_when_the_dlq_is_empty(
     assert capsys.readouterr().out == "no dead letters\n"
 
 
+@pytest.mark.cluster
 def test_cli_replays_and_purges(env: sync_redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     ids = seed(4)
     assert cli.main(["dlq", "replay", ids[0]]) == 0
@@ -283,7 +296,6 @@ def test_cli_finds_the_embedded_redis_of_a_running_gateway(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    from bot.storage.redis_server import RedisServer
 
     monkeypatch.delenv("SINCHBOT_REDIS_URL")
     monkeypatch.setenv("SINCHBOT_DATA_DIR", str(tmp_path))

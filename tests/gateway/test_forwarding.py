@@ -169,6 +169,7 @@ def check_signature(headers: dict[str, str], body: bytes) -> None:
     assert abs(int(parts["t"]) - time.time()) < 300
 
 
+@pytest.mark.cluster
 async def test_delivers_signed_events_to_every_url(store: Store, redis: Redis) -> None:
     a, b = Receiver(), Receiver()
     inbound = parse_inbound(
@@ -259,6 +260,7 @@ async def test_a_4xx_is_not_retried_within_a_delivery(store: Store, redis: Redis
     assert b"token" not in fields[b"reason"]  # the URL's query is not recorded
 
 
+@pytest.mark.cluster
 async def test_dead_letter_after_max_deliveries(store: Store, redis: Redis) -> None:
     good, broken = Receiver(), Receiver(default=500)
     event_id = await add_event(store, partition=0, event_type="receipt.failed")
@@ -295,6 +297,7 @@ async def test_malformed_entry_goes_straight_to_the_dlq(store: Store, redis: Red
     assert fields[b"reason"] == b"malformed forward entry"
 
 
+@pytest.mark.cluster
 async def test_pending_events_are_taken_over_by_the_lease_holder_only(
     store: Store, redis: Redis
 ) -> None:

@@ -1,5 +1,6 @@
 """Handler context: replies, records and timeline entries commit in one batch (real Redis)."""
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.inbox.handling import EventContext, RecordingHandler, Session
@@ -8,6 +9,8 @@ from bot.sinch.models import parse_inbound, parse_receipt
 from bot.storage.events import GW_ID, InboxEvent, OutboundRequest
 from bot.storage.keys import PartitionKeys, conversation_key
 from bot.storage.store import Batch, Store
+
+pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
 
 H, OURS = "+61491570156", "+61491570157"
 CONV = conversation_key(OURS, H)

@@ -193,6 +193,7 @@ async def crash(w: Worker) -> None:
 # --------------------------------------------------------------------------- order
 
 
+@pytest.mark.cluster
 async def test_interleaved_conversations_are_handled_in_order_in_one_batch_per_partition(
     redis: Redis,
 ) -> None:
@@ -229,6 +230,7 @@ async def _all_seen(redis: Redis, sent: dict[int, list[str]]) -> bool:
     return True
 
 
+@pytest.mark.cluster
 async def test_two_workers_share_partitions_and_keep_each_conversation_in_order(
     redis: Redis,
 ) -> None:
@@ -270,6 +272,7 @@ async def test_two_workers_share_partitions_and_keep_each_conversation_in_order(
 # --------------------------------------------------------------------------- crashes and fences
 
 
+@pytest.mark.cluster
 async def test_a_crashed_worker_is_taken_over_and_every_entry_takes_effect_once(
     redis: Redis,
 ) -> None:
@@ -302,6 +305,7 @@ async def test_a_crashed_worker_is_taken_over_and_every_entry_takes_effect_once(
     assert [c["name"] for c in consumers] == [b"b"]  # the dead worker's consumer is forgotten
 
 
+@pytest.mark.cluster
 async def test_a_paused_worker_cannot_commit_after_its_lease_expired(redis: Redis) -> None:
     """A worker stalls mid-batch longer than its lease; another takes the partition over and
     handles the batch; when the first wakes up, its commit is refused (fenced)."""
@@ -335,6 +339,7 @@ async def test_a_paused_worker_cannot_commit_after_its_lease_expired(redis: Redi
     assert await pending(redis) == 0
 
 
+@pytest.mark.cluster
 async def test_a_session_changed_underneath_makes_the_batch_run_again(redis: Redis) -> None:
     keys = keys_of(1)
     changed = False
@@ -384,6 +389,7 @@ async def test_a_failing_entry_is_retried_in_place_and_later_entries_wait(redis:
     assert await dlq.count(redis) == 0
 
 
+@pytest.mark.cluster
 async def test_a_poison_entry_goes_to_the_dlq_and_comes_back_by_replay(redis: Redis) -> None:
     """Failure table row 14: after max_deliveries failures the entry is dead-lettered, the
     stream keeps flowing; replay brings it back once the handler is fixed."""
@@ -535,6 +541,7 @@ async def test_stop_during_a_retry_backoff_leaves_the_entry_for_the_next_owner(
     assert await redis.hkeys(keys_of(1).failures()) == [b"v"]
 
 
+@pytest.mark.cluster
 async def test_a_resent_commit_is_not_applied_twice(redis: Redis) -> None:
     """The client may re-send a command whose reply was lost (redis-py retries on a dropped
     connection). A commit applied once and sent again must be refused, not applied twice:

@@ -16,6 +16,8 @@ from bot.storage.events import GW_CONVERSATION, InboxEvent
 from bot.storage.keys import PartitionKeys, handset_of, partition_of
 from bot.storage.store import Store
 
+pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
+
 P = 8
 OURS = "+61491570157"
 H = "+61491570156"

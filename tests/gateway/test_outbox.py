@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.outbox.queue import enqueue, queue_requests
@@ -13,6 +14,9 @@ from bot.sinch.models import OutboundMessage
 from bot.storage.events import OutboundRequest, prepare_sms
 from bot.storage.keys import PartitionKeys, conversation_key, partition_of
 from bot.storage.store import Batch, Store
+from tests.redis_fixtures import info_of_masters
+
+pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
 
 P = 8
 OURS = "+61491570157"
@@ -25,9 +29,10 @@ def request(i: int) -> OutboundRequest:
 
 
 async def script_calls(redis: Redis) -> int:
-    stats = await redis.info("commandstats")
     return sum(
-        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+        for stats in await info_of_masters(redis, "commandstats")
+        for name in ("evalsha", "eval")
     )
 
 

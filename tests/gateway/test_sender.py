@@ -190,6 +190,7 @@ async def make_sender(redis: Redis, store: Store, sandbox: Sandbox) -> AsyncIter
 # --------------------------------------------------------------------------- batching
 
 
+@pytest.mark.cluster
 async def test_250_messages_leave_in_three_calls_once_each(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
@@ -241,6 +242,7 @@ async def _ready(sender: Sender) -> bool:
     return sender.ready
 
 
+@pytest.mark.cluster
 async def test_two_senders_never_exceed_the_shared_throttle(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
@@ -304,6 +306,7 @@ async def test_server_errors_are_retried_and_the_batch_sent_once(
     assert (await record(redis, requests[0]))["attempts"] == "4"
 
 
+@pytest.mark.cluster
 async def test_rate_limit_pauses_every_sender(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
@@ -442,6 +445,7 @@ async def test_an_invalid_message_never_reaches_the_provider(
     assert sender.counters.failed == 1
 
 
+@pytest.mark.cluster
 async def test_an_unreadable_entry_goes_to_the_dead_letter_stream(
     redis: Redis, make_sender: SenderFactory
 ) -> None:
@@ -478,6 +482,7 @@ async def test_a_refused_call_burns_no_message(
     assert len([e for e in logs if e["log_level"] == "error"]) == 2
 
 
+@pytest.mark.cluster
 async def test_a_message_that_keeps_failing_is_given_up_and_dead_lettered(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
@@ -548,6 +553,7 @@ async def test_a_rejection_naming_no_message_is_bisected(
 # --------------------------------------------------------------------------- crashes and stop
 
 
+@pytest.mark.cluster
 async def test_a_dead_workers_entries_are_claimed_and_at_most_one_batch_duplicated(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
@@ -788,6 +794,7 @@ def test_failure_field_is_apart_from_the_engines() -> None:
     assert failure_field("1-0") == "out:1-0"
 
 
+@pytest.mark.cluster
 async def test_with_partition_ownership_a_new_owner_sends_old_entries_before_new_ones(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:

@@ -13,6 +13,8 @@ from bot.storage.store import (
     Store,
 )
 
+pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
+
 
 async def test_effects_apply_together(redis: Redis) -> None:
     store = Store(redis)

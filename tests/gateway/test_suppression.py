@@ -66,6 +66,7 @@ def store(redis: Redis) -> Store:
 # --------------------------------------------------------------------------- the list
 
 
+@pytest.mark.cluster
 async def test_suppress_and_unsuppress_commit_with_their_audit_entries(
     redis: Redis, store: Store
 ) -> None:
@@ -212,6 +213,7 @@ async def status(redis: Redis, request: OutboundRequest) -> str:
     return found["status"]
 
 
+@pytest.mark.cluster
 async def test_the_sender_holds_back_messages_to_suppressed_handsets_queued_before_the_opt_out(
     redis: Redis, store: Store, sandbox: Sandbox, sender: Sender
 ) -> None:
@@ -243,6 +245,7 @@ async def test_the_sender_holds_back_messages_to_suppressed_handsets_queued_befo
     assert sender.counters.failed == 0
 
 
+@pytest.mark.cluster
 async def test_a_batch_of_only_suppressed_messages_makes_no_provider_call(
     redis: Redis, store: Store, sandbox: Sandbox, sender: Sender
 ) -> None:

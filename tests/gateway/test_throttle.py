@@ -8,6 +8,8 @@ from redis.asyncio import Redis
 
 from bot.sender.throttle import Throttle, connection_id
 
+pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
+
 
 async def test_never_more_than_calls_in_any_window(redis: Redis) -> None:
     throttle = Throttle(redis, "t1", calls=5, period=0.5)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.conversation import (
@@ -191,6 +192,7 @@ def test_timer_inbox_event_round_trips() -> None:
     assert (back.conversation, back.event, back.kind, back.entry_id) == (CONV, ref, "timer", "1-0")
 
 
+@pytest.mark.cluster
 async def test_a_scheduled_timer_fires_once_through_the_inbox_in_order(redis: Redis) -> None:
     log = Log()
     async with node(redis, log, "w1") as n:
@@ -223,6 +225,7 @@ async def inbox_pending_zero(redis: Redis) -> bool:
     return await inbox_pending(redis) == 0
 
 
+@pytest.mark.cluster
 async def test_a_cancelled_timer_never_fires(redis: Redis) -> None:
     log = Log()
     async with node(redis, log, "w1") as n:
@@ -248,6 +251,7 @@ async def test_a_state_timeout_runs_the_timeout_handler(redis: Redis) -> None:
         assert session[b"state"] == b""
 
 
+@pytest.mark.cluster
 async def test_a_pending_timer_survives_a_restart(redis: Redis) -> None:
     first = Log()
     member = timer_member(CONV, "r1")
@@ -289,6 +293,7 @@ async def test_a_timer_of_a_partition_we_do_not_own_is_not_fired(redis: Redis) -
     assert not await redis.exists(foreign.inbox)
 
 
+@pytest.mark.cluster
 async def test_the_pump_fires_nothing_once_the_lease_is_lost(redis: Redis) -> None:
     """The script checks the lease: a worker whose lease moved cannot fire the timers of
     that partition, even before its registry notices."""

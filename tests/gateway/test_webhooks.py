@@ -138,6 +138,7 @@ JSON = {"Content-Type": "application/json"}
 # ------------------------------------------------------------------ every shape, once
 
 
+@pytest.mark.cluster
 async def test_every_sandbox_shape_lands_once_in_its_partition(
     make_gateway: Gateway, redis: Redis
 ) -> None:
@@ -277,6 +278,7 @@ async def test_signed_pushes_are_verified_and_stored(make_gateway: Gateway, redi
     assert len(counts) == 4 and set(counts.values()) == {1}
 
 
+@pytest.mark.cluster
 async def test_sandbox_duplicate_and_out_of_order_pushes_store_once(
     make_gateway: Gateway, redis: Redis
 ) -> None:
@@ -311,6 +313,7 @@ def key() -> SigningKey:
 
 
 @pytest.mark.parametrize("copies", [2, 3, 4, 5])
+@pytest.mark.cluster
 async def test_the_same_webhook_repeated_is_stored_once(
     make_gateway: Gateway, redis: Redis, key: SigningKey, copies: int
 ) -> None:

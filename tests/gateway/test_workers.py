@@ -74,6 +74,7 @@ def test_worker_ids_name_the_host_and_process_and_are_unique() -> None:
     assert first != second
 
 
+@pytest.mark.cluster
 async def test_a_lone_worker_takes_every_partition_and_gives_them_back(redis: Redis) -> None:
     listener = Listener()
     reg = registry(redis, "solo")
@@ -112,6 +113,7 @@ async def test_a_different_partition_count_is_refused_with_a_clear_error(redis: 
     assert await holders(redis, 32) == [None] * 32  # nothing was taken
 
 
+@pytest.mark.cluster
 async def test_workers_share_the_partitions_fairly(redis: Redis) -> None:
     regs = [registry(redis, name) for name in ("a", "b", "c")]
     for reg in regs:
@@ -161,6 +163,7 @@ async def test_shares_add_up_to_the_partition_count(redis: Redis) -> None:
             await reg.stop()
 
 
+@pytest.mark.cluster
 async def test_a_crashed_workers_partitions_are_taken_over_after_the_lease_ttl(
     redis: Redis,
 ) -> None:
@@ -184,6 +187,7 @@ async def test_a_crashed_workers_partitions_are_taken_over_after_the_lease_ttl(
         await b.stop()
 
 
+@pytest.mark.cluster
 async def test_a_lease_taken_by_another_worker_is_reported_lost(redis: Redis) -> None:
     listener = Listener()
     reg = registry(redis, "a", partitions=2)

@@ -65,10 +65,11 @@ async def test_a_message_is_answered_and_the_reply_knows_its_segments(
         assert "receipt" in kinds
 
 
+@pytest.mark.cluster
 async def test_moving_the_clock_fires_state_timeouts_and_timers_also_across_a_restart(
-    redis_server: RedisServer,
+    redis_url: str,
 ) -> None:
-    async with BotTester([echo_router()], redis_url=redis_server.url) as bot:
+    async with BotTester([echo_router()], redis_url=redis_url) as bot:
         phone = bot.phone()
         await phone.send("wait")
         await phone.expect_reply("Waiting")

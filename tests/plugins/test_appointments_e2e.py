@@ -71,12 +71,13 @@ async def subscriber() -> AsyncIterator[Subscriber]:
     await sub.stop()
 
 
-def bot_for(redis_server: RedisServer, **settings: Any) -> BotTester:
+def bot_for(redis: RedisServer | str, **settings: Any) -> BotTester:
+    """The kit with the plugin, on a server or a URL (a cluster's)."""
     table = {"from_number": OURS, **settings.pop("plugin", {})}
     return BotTester(
         plugins=[plugin],
         config={"plugin": {"appointments": table}},
-        redis_url=redis_server.url,
+        redis_url=redis if isinstance(redis, str) else redis.url,
         our_number=OURS,
         settings=settings,
     )
@@ -109,10 +110,11 @@ async def status_of(bot: BotTester, appointment: str) -> str:
 # --------------------------------------------------------------------------- the answers
 
 
-async def test_every_answer_end_to_end(redis_server: RedisServer, subscriber: Subscriber) -> None:
+@pytest.mark.cluster
+async def test_every_answer_end_to_end(redis_url: str, subscriber: Subscriber) -> None:
     """Y, N, R (free text), unrecognised twice, no reply, a failed delivery: one handset each,
     with the status through the API and the forwarded events."""
-    async with bot_for(redis_server, forward_urls=subscriber.url) as bot:
+    async with bot_for(redis_url, forward_urls=subscriber.url) as bot:
         numbers = ["+61491570156", "+61491570158", "+61491570159", "+61491570160"]
         yes, no, move, unsure = (bot.phone(n) for n in numbers)
         silent, broken = bot.phone("+61491570161"), bot.phone("+61491570162")
@@ -292,8 +294,9 @@ async def test_without_from_number_linked_answers_find_the_appointment(
         assert await status_of(bot, appointment) == "confirmed"
 
 
-async def test_the_reminder_timer_survives_a_restart(redis_server: RedisServer) -> None:
-    async with bot_for(redis_server) as bot:
+@pytest.mark.cluster
+async def test_the_reminder_timer_survives_a_restart(redis_url: str) -> None:
+    async with bot_for(redis_url) as bot:
         phone = bot.phone("+61491570156")
         appointment = await create(bot, phone, "Sam", timedelta(days=2))
         await bot.settle()
@@ -416,8 +419,9 @@ async def test_api_errors_are_short_4xx(redis_server: RedisServer) -> None:
             assert response.status == 401  # the API's bearer token guards the plugin's routes
 
 
-async def test_cancel_through_the_api(redis_server: RedisServer, subscriber: Subscriber) -> None:
-    async with bot_for(redis_server, forward_urls=subscriber.url) as bot:
+@pytest.mark.cluster
+async def test_cancel_through_the_api(redis_url: str, subscriber: Subscriber) -> None:
+    async with bot_for(redis_url, forward_urls=subscriber.url) as bot:
         phone = bot.phone("+61491570156")
         appointment = await create(bot, phone, "Sam", timedelta(days=2))
         status, answer = await bot.api("POST", f"/api/appointments/{appointment}/cancel")

@@ -10,6 +10,8 @@ from bot.storage.keys import PartitionKeys
 from bot.storage.sessions import RedisSessions, Session, SessionStore
 from bot.storage.store import Batch, CommitConflict, Store
 
+pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
+
 KEYS = PartitionKeys(3)
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.storage.keys import DLQ, PartitionKeys
@@ -121,6 +122,7 @@ async def pending_of(redis: Redis, consumer: str) -> int:
     return len(found)
 
 
+@pytest.mark.cluster
 async def test_a_crashed_owners_pending_entries_are_taken_over_first(redis: Redis) -> None:
     gate = asyncio.Event()
     await add(redis, "a0", "a1", "a2")
@@ -157,6 +159,7 @@ async def test_a_worker_that_lost_the_lease_reads_nothing_more(redis: Redis) -> 
         await redis.set(KEYS.lease, "A", px=60_000)  # so that the registry's stop is clean
 
 
+@pytest.mark.cluster
 async def test_a_failing_entry_is_counted_then_dead_lettered(redis: Redis) -> None:
     ids = await add(redis, "m0", "bad", "m1")
     async with node(redis, "A", fail={"bad"}, max_deliveries=3) as (_, a):
