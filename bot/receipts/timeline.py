@@ -57,9 +57,9 @@ def append(
         maxlen=maxlen,
         ttl_ms=ttl_ms,
     )
-    batch.zadd(keys.conversations, ms, conversation)
-    # Conversations whose timeline has expired leave the index too.
-    batch.zprune(keys.conversations, ms - ttl_ms)
+    # Conversations whose timeline has expired leave the index too. (A batch writes one
+    # RPUSH per timeline and one ZADD per conversation, however many entries it records.)
+    batch.touch(keys.conversations, conversation, ms, prune_below=ms - ttl_ms)
 
 
 def _entry(raw: bytes | str) -> dict[str, Any]:

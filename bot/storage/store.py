@@ -56,6 +56,10 @@ for i, op in ipairs(ops) do
     redis.call('RPUSH', k, unpack(op[3]))
     if op[4] > 0 then redis.call('LTRIM', k, -op[4], -1) end
     if op[5] > 0 then redis.call('PEXPIRE', k, op[5]) end
+  elseif o == 'touch' then
+    -- op = {'touch', k, member, score, prune below}
+    redis.call('ZADD', k, op[4], op[3])
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', op[5])
   elseif o == 'xack' then
     redis.call('XACK', k, op[3], unpack(op[4]))
     if op[5] then redis.call('XDEL', k, unpack(op[4])) end
@@ -131,6 +135,8 @@ class Batch:
     keys: list[str] = field(default_factory=list)
     ops: list[list[Any]] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
+    _merged: dict[tuple[str, int, str], list[Any]] = field(default_factory=dict)
+    """The one ``rpush`` / ``touch`` operation of a list / of a sorted set's member."""
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -167,9 +173,32 @@ class Batch:
         return self
 
     def rpush(self, key: str, values: Sequence[str], *, maxlen: int = 0, ttl_ms: int = 0) -> Batch:
-        """Append to a list, keeping its last ``maxlen`` items (``ttl_ms`` expires it)."""
-        if values:
-            self.ops.append(["rpush", self._k(key), list(values), maxlen, ttl_ms])
+        """Append to a list, keeping its last ``maxlen`` items (``ttl_ms`` expires it).
+
+        The pushes to one list in a batch are one ``RPUSH`` (at the first one's place, the
+        values in order), trimmed and expired once."""
+        if not values:
+            return self
+        index = self._k(key)
+        op = self._merged.get(("rpush", index, ""))
+        if op is None:
+            op = self._merged["rpush", index, ""] = ["rpush", index, [], maxlen, ttl_ms]
+            self.ops.append(op)
+        op[2].extend(values)
+        op[3], op[4] = maxlen, ttl_ms
+        return self
+
+    def touch(self, key: str, member: str, score: float, *, prune_below: float) -> Batch:
+        """Score ``member`` of a sorted set used as an activity index (the highest score
+        this batch gives it) and remove the members scored below ``prune_below``: one
+        ``ZADD`` and one ``ZREMRANGEBYSCORE`` per member in a batch, however often it is
+        touched."""
+        index = self._k(key)
+        op = self._merged.get(("touch", index, member))
+        if op is None:
+            op = self._merged["touch", index, member] = ["touch", index, member, score, prune_below]
+            self.ops.append(op)
+        op[3], op[4] = max(op[3], score), max(op[4], prune_below)
         return self
 
     def xack(self, stream: str, group: str, ids: Sequence[str], *, delete: bool = True) -> Batch:

@@ -70,3 +70,20 @@ async def test_values_json_does_not_know_are_written_as_text(redis: Redis) -> No
     await write(redis, ("state", {"at": KEYS}))  # any object: its str()
     [entry] = await timeline.read(redis, KEYS, CONV)
     assert entry["data"] == {"at": str(KEYS)}
+
+
+async def test_a_batch_writes_each_timeline_and_index_entry_once(redis: Redis) -> None:
+    await redis.flushall()
+    other = "+61491570157:+61491570158"
+    batch = Batch()
+    for n in range(3):
+        for conversation in (CONV, other):
+            timeline.append(
+                batch, KEYS, conversation, "inbound", {"n": n}, maxlen=2, ttl_ms=60_000, at=10.0 + n
+            )
+    assert [op[0] for op in batch.ops] == ["rpush", "touch", "rpush", "touch"]
+    await batch.commit(Store(redis))
+    for conversation in (CONV, other):
+        entries = await timeline.read(redis, KEYS, conversation)
+        assert [e["data"]["n"] for e in entries] == [1, 2]  # in order, trimmed to 2
+        assert await redis.zscore(KEYS.conversations, conversation) == 12_000
