@@ -7,7 +7,10 @@ it. The checks, in order:
 1. configuration: the settings load, ``SINCHBOT_CONFIG`` parses, the event handler or the
    enabled plugins and the built-in handlers' tables load as ``serve`` would load them;
 2. Redis: ``SINCHBOT_REDIS_URL`` (or a running ``serve``'s embedded redis-server) answers
-   PING, and its data suits the settings (partition count; dead letters waiting);
+   PING, and its data suits the settings (partition count; dead letters waiting); for a
+   cluster (``redis+cluster://``) its topology: each master's slots, partitions and
+   replicas (a warning for a master without a replica, an error for slots without a
+   master), and an error for a plain URL naming a cluster node;
 3. credentials: a harmless provider call (the sender-ID listing) with a short timeout;
 4. webhooks: the provider's webhook subscriptions push inbound messages and receipts to
    this gateway's ``/webhooks/messages`` and ``/webhooks/receipts`` (else the exact
@@ -30,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from bot.cli.base import EXIT_ERROR, EXIT_OK, command
@@ -39,6 +42,9 @@ from bot.ingress.webhook_auth import SECRET_HEADER, TOKEN_PARAM
 from bot.ingress.webhooks import MESSAGES_PATH, RECEIPTS_PATH
 from bot.sinch.client import SinchClient
 from bot.sinch.models import Webhook
+
+if TYPE_CHECKING:
+    from bot.storage.topology import ClusterView
 
 __all__ = ["Finding", "Report", "diagnose"]
 
@@ -291,29 +297,44 @@ async def check_redis(report: Report, settings: Settings) -> None:
 
 
 async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embedded: bool) -> None:
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import AuthenticationError, RedisError, ResponseError
+    from redis.exceptions import (
+        AuthenticationError,
+        RedisClusterException,
+        RedisError,
+        ResponseError,
+    )
 
+    from bot.storage.connection import ClusterUnavailable, connect, is_cluster
     from bot.storage.keys import DLQ, META, WORKERS
+    from bot.storage.topology import read_topology
     from bot.streams.leases import META_PARTITIONS
 
     shown = safe_url(url)
     try:
-        client = Redis.from_url(
+        client = connect(
             url,
             socket_connect_timeout=REDIS_TIMEOUT,
             socket_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
+            retries=0,
         )
     except ValueError as exc:
         report.add("error", "redis", f"SINCHBOT_REDIS_URL {shown} is not a Redis URL ({exc})")
         return
+    topology: ClusterView | None = None
     try:
         try:
             await asyncio.wait_for(client.ping(), REDIS_TIMEOUT + 1)
             info = await client.info("server")
+            if is_cluster(client):
+                topology = await read_topology(client)  # type: ignore[arg-type]
+            elif (await client.info("cluster")).get("cluster_enabled"):
+                report.add(
+                    "error",
+                    "redis",
+                    f"redis at {shown} is a node of a Redis Cluster: name the cluster in "
+                    f"SINCHBOT_REDIS_URL ({_cluster_url(shown)})",
+                )
+                return
             recorded = await client.hget(META, META_PARTITIONS)
             seconds, micros = await client.time()
             now_ms = int(seconds) * 1000 + int(micros) // 1000
@@ -327,6 +348,17 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
                 f"redis at {shown} refused us ({text}): check the password in SINCHBOT_REDIS_URL",
             )
             return
+        except ClusterUnavailable as exc:
+            report.add("error", "redis", f"redis cluster at {shown} unavailable ({exc}): {fix}")
+            return
+        except RedisClusterException as exc:
+            report.add(
+                "error",
+                "redis",
+                f"redis at {shown} is not a cluster ({exc}): SINCHBOT_REDIS_URL names a cluster "
+                "(redis+cluster://); for one server use redis://",
+            )
+            return
         except (RedisError, OSError, TimeoutError) as exc:
             # A stale URL file of a serve that died: the next serve starts a new server.
             level: Level = "warn" if embedded else "error"
@@ -336,8 +368,12 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
         await client.aclose()
     version = info.get("redis_version", "?") if isinstance(info, dict) else "?"
     where = "the embedded redis-server of a running serve" if embedded else "redis"
+    if topology is not None:
+        where = "redis cluster"
     running = f", {_plural(int(workers), 'worker')} running" if workers else ""
     report.add("ok", "redis", f"{where} at {shown} answers (Redis {version}{running})")
+    if topology is not None:
+        _report_topology(report, settings, topology)
     if recorded is not None:
         count = int(recorded)
         if count != settings.partitions:
@@ -355,6 +391,71 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
             f"{_plural(int(dead), 'dead letter')} waiting: see `sinchbot dlq list`, "
             "then `sinchbot dlq replay` or `sinchbot dlq purge`",
         )
+
+
+def _cluster_url(shown: str) -> str:
+    """``redis+cluster://host:port`` for the plain URL ``shown``."""
+    parts = urlsplit(shown)
+    scheme = "rediss+cluster" if parts.scheme == "rediss" else "redis+cluster"
+    return f"{scheme}://{parts.netloc}"
+
+
+def _report_topology(report: Report, settings: Settings, view: ClusterView) -> None:
+    """The cluster's masters, their slots, partitions and replicas; a master without a
+    replica is a warning, slots without a master an error."""
+    from bot.storage.topology import SLOTS, ranges
+
+    masters = view.masters
+    replicas = [n for n in view.replicas if not n.failing]
+    report.add(
+        "ok" if view.served == SLOTS else "error",
+        "redis",
+        f"cluster topology: {_plural(len(masters), 'master')}, "
+        f"{_plural(len(replicas), 'replica')}, {view.served} of {SLOTS} slots served",
+    )
+    for master in masters:
+        partitions = view.partitions_of(master, settings.partitions)
+        held = f"partitions {ranges(partitions)}" if partitions else "no partition"
+        if master.failing:
+            report.add(
+                "error",
+                "redis",
+                f"cluster master {master.address} is failing: its slots "
+                f"{ranges(s for low, high in master.slots for s in range(low, high + 1))} "
+                f"({held}) wait for a replica to take over; their webhooks answer 503",
+            )
+            continue
+        own = view.replicas_of(master)
+        slots = ranges(s for low, high in master.slots for s in range(low, high + 1))
+        if own:
+            names = ", ".join(r.address for r in own)
+            report.add(
+                "ok",
+                "redis",
+                f"cluster master {master.address}: slots {slots} ({held}), "
+                f"{_plural(len(own), 'replica')} ({names})",
+            )
+        else:
+            report.add(
+                "warn",
+                "redis",
+                f"cluster master {master.address} has no replica: if it fails, {held} "
+                f"(slots {slots}) stop until it is back; give it one "
+                f"(CLUSTER REPLICATE {master.id} on a new node)",
+            )
+    unserved = view.unserved_partitions(settings.partitions)
+    if view.served < SLOTS:
+        report.add(
+            "error",
+            "redis",
+            f"{SLOTS - view.served} of {SLOTS} slots have no master"
+            + (f" (partitions {ranges(unserved)})" if unserved else "")
+            + ": their webhooks answer 503 until a master serves them "
+            "(CLUSTER ADDSLOTS, or a replica's failover)",
+        )
+    for node in view.nodes:
+        if node.failing and not (node.master and node.slots):
+            report.add("warn", "redis", f"cluster node {node.address} is failing or unreachable")
 
 
 # --------------------------------------------------------------------------- 3-5. provider

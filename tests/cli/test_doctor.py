@@ -30,6 +30,7 @@ from bot.sinch.client import SinchClient
 from bot.sinch.models import WebhookEvent, WebhookSpec
 from bot.storage.keys import DLQ, META
 from bot.storage.redis_server import RedisServer
+from tests.redis_cluster import LocalCluster
 
 GATEWAY = "http://127.0.0.1:8080"
 SECRET = "a-long-webhook-secret-0123456789"
@@ -395,3 +396,89 @@ async def test_the_webhook_public_key_must_be_the_providers_enabled_signature_ke
             line.startswith("error: SINCHBOT_WEBHOOK_PUBLIC_KEY is unusable (")
             for line in result.lines
         ), result.out
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+def redis_findings(result: Result) -> list[tuple[str, str]]:
+    return [
+        (f["level"], f["message"])
+        for f in json.loads(result.out)["findings"]
+        if f["check"] == "redis"
+    ]
+
+
+async def test_a_cluster_is_reported_with_its_topology(
+    doctor: Any, redis_cluster: LocalCluster
+) -> None:
+    redis_cluster.flushall()
+    result = await doctor("--json", redis_url=redis_cluster.url, partitions="16")
+
+    findings = redis_findings(result)
+    assert findings[0][0] == "ok"
+    assert findings[0][1].startswith(f"redis cluster at {redis_cluster.url} answers (Redis 6.2")
+    assert findings[1] == (
+        "ok",
+        "cluster topology: 3 masters, 3 replicas, 16384 of 16384 slots served",
+    )
+    masters = {node.port: node for node in redis_cluster.masters()}
+    lines = findings[2:]
+    assert len(lines) == 3, findings
+    partitions: list[int] = []
+    for level, message in lines:
+        assert level == "ok"
+        port = int(message.split(":")[1])  # "cluster master 127.0.0.1:<port>: slots …"
+        master = masters[port]
+        [replica] = redis_cluster.replicas_of(master)
+        assert message.endswith(f"1 replica (127.0.0.1:{replica.port})")
+        slots = redis_cluster.slots_of(master)
+        assert f"slots {slots[0]}-{slots[-1]} (partitions " in message
+        held = message.split("(partitions ")[1].split(")")[0]
+        for part in held.split(", "):
+            low, _, high = part.partition("-")
+            partitions += range(int(low), int(high or low) + 1)
+    assert sorted(partitions) == list(range(16))  # every partition on exactly one master
+
+
+async def test_a_master_without_a_replica_warns_and_a_plain_url_to_a_cluster_is_an_error(
+    doctor: Any, tmp_path: Path
+) -> None:
+    with LocalCluster(tmp_path / "lone", masters=1, replicas=0) as lone:
+        [master] = lone.masters()
+        result = await doctor("--json", redis_url=lone.url, partitions="4")
+        findings = redis_findings(result)
+        assert findings[1] == (
+            "ok",
+            "cluster topology: 1 master, 0 replicas, 16384 of 16384 slots served",
+        )
+        assert findings[2] == (
+            "warn",
+            f"cluster master 127.0.0.1:{master.port} has no replica: if it fails, partitions 0-3 "
+            f"(slots 0-16383) stop until it is back; give it one (CLUSTER REPLICATE {master.id} "
+            "on a new node)",
+        )
+
+        plain = f"redis://127.0.0.1:{master.port}/0"
+        result = await doctor("--json", redis_url=plain)
+        assert redis_findings(result) == [
+            (
+                "error",
+                f"redis at {plain} is a node of a Redis Cluster: name the cluster in "
+                f"SINCHBOT_REDIS_URL (redis+cluster://127.0.0.1:{master.port})",
+            )
+        ]
+        assert result.code == 1
+
+
+async def test_a_cluster_url_to_a_single_server_is_an_error(
+    doctor: Any, redis_server: RedisServer
+) -> None:
+    url = f"redis+cluster://127.0.0.1:{redis_server.port}"
+    result = await doctor("--json", redis_url=url)
+    [(level, message)] = redis_findings(result)
+    assert level == "error"
+    assert message.startswith(f"redis at {url} is not a cluster (")
+    assert message.endswith(
+        "SINCHBOT_REDIS_URL names a cluster (redis+cluster://); for one server use redis://"
+    )
