@@ -24,9 +24,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bot.core import fastjson
+from bot.storage.connection import RedisClient
 from bot.storage.keys import PartitionKeys
 from bot.storage.store import Batch, text, text_map
 
@@ -78,7 +77,7 @@ def _stream_entry(entry_id: bytes | str, fields: Any) -> dict[str, Any]:
 
 
 async def read(
-    redis: Redis, keys: PartitionKeys, conversation: str, *, limit: int = 200
+    redis: RedisClient, keys: PartitionKeys, conversation: str, *, limit: int = 200
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` entries, oldest first: ``{"id", "kind", "at", "data"}``."""
     async with redis.pipeline(transaction=False) as pipe:
