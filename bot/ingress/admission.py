@@ -1,12 +1,17 @@
 """Durable ingress: a provider event becomes an inbox stream entry exactly once.
 
 A webhook (or, later, the polling loop) hands every parsed :class:`InboundMessage` or
-:class:`DeliveryReceipt` to :class:`Ingress`. One Lua script per event sets the event's
-dedupe marker (``SET seen NX PX ttl``) and, only if the marker was new, appends the event
-to its partition's inbox stream, so "dedupe then enqueue" is a single atomic step: a
-crash can never leave a marker without its entry (which would lose the event) or an entry
-without its marker (which would let a redelivery through twice). The marker and the inbox
-share the partition's hash tag, so the script is valid on Redis Cluster.
+:class:`DeliveryReceipt` to :class:`Ingress`. A Lua script sets each event's dedupe marker
+(``SET seen NX PX ttl``) and, only if the marker was new, appends the event to its
+partition's inbox stream, so "dedupe then enqueue" is a single atomic step: a crash can
+never leave a marker without its entry (which would lose the event) or an entry without its
+marker (which would let a redelivery through twice). The markers and the inbox share the
+partition's hash tag, so the script is valid on Redis Cluster.
+
+Group commit: the webhooks that arrive while a round trip is under way share the next one,
+and their events go as one script call per partition (in arrival order within it), so a
+busy gateway pays one round trip per group and one script call per partition in it, not one
+per event.
 
 :func:`route` decides where an event goes. Partitions follow the *handset* number, never
 our own number, because receipts do not always carry our number and replies pushed to a
@@ -39,13 +44,22 @@ Event = InboundMessage | DeliveryReceipt
 UNKNOWN_PREFIX = "unknown"
 """Conversation prefix of a receipt that names no handset: ``unknown:<message_id>``."""
 
-# KEYS[1] = dedupe marker, KEYS[2] = inbox stream; ARGV[1] = marker TTL (ms), ARGV[2..] =
-# the entry's field/value pairs. Returns the new entry id, or false for a known event.
+# KEYS[1] = the partition's inbox stream, KEYS[1 + i] = event i's dedupe marker; ARGV[1] =
+# marker TTL (ms), then for each event the count n of its entry's fields and values, then
+# those n. Returns, per event in order, its new entry id, or false for a known event.
 _ACCEPT = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+local out = {}
+local at = 2
+for i = 2, #KEYS do
+  local n = tonumber(ARGV[at])
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
+    out[i - 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, at + 1, at + n))
+  else
+    out[i - 1] = false
+  end
+  at = at + n + 1
 end
-return false
+return out
 """
 
 
@@ -140,16 +154,6 @@ class Ingress:
         """:func:`route` with this ingress's partition count."""
         return route(event, self.partitions)
 
-    def _call(self, event: Event) -> tuple[str, int, list[str], list[str]]:
-        conversation, partition = self.route(event)
-        keys = PartitionKeys(partition)
-        fields = InboxEvent(conversation, event, received_at=time.time()).to_fields()
-        args = [str(self._ttl_ms)]
-        for name, value in fields.items():
-            args.append(name)
-            args.append(value)
-        return conversation, partition, [keys.seen(event.event_id), keys.inbox], args
-
     async def admit(self, event: Event) -> Admission:
         """Store ``event`` unless it was seen before (one atomic script call per event) and
         return once it is durable.
@@ -190,31 +194,51 @@ class Ingress:
         return (await self.admit(event)).stored
 
     async def admit_many(self, events: Sequence[Event]) -> list[Admission]:
-        """:meth:`admit` for several events in one round trip (a pipeline of script calls,
-        not a transaction: each event is still deduped and enqueued atomically on its own).
+        """:meth:`admit` for several events in one round trip: a pipeline of one script call
+        per partition (not a transaction across partitions; within one, its events are
+        deduped and enqueued atomically, in order).
 
         Events are applied in order, so a duplicate within ``events`` is stored once.
         """
         if not events:
             return []
-        calls = [self._call(event) for event in events]
+        now = time.time()
+        routes = [self.route(event) for event in events]
+        # partition → (its events' indices, KEYS, ARGV) of its one script call
+        calls: dict[int, tuple[list[int], list[str], list[str]]] = {}
+        for index, (event, (conversation, partition)) in enumerate(
+            zip(events, routes, strict=True)
+        ):
+            call = calls.get(partition)
+            if call is None:
+                keys = PartitionKeys(partition)
+                call = calls[partition] = ([], [keys.inbox], [str(self._ttl_ms)])
+            indices, keys_list, args = call
+            indices.append(index)
+            keys_list.append(PartitionKeys(partition).seen(event.event_id))
+            fields = InboxEvent(conversation, event, received_at=now).to_fields()
+            args.append(str(2 * len(fields)))
+            for name, value in fields.items():
+                args.append(name)
+                args.append(value)
         redis = self.store.redis
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
+        results: list[Any] = [None] * len(events)
+        todo = list(calls)
         for _attempt in range(2):
             pipe = redis.pipeline(transaction=False)
-            for index in todo:
-                _conversation, _partition, keys, args = calls[index]
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            for partition in todo:
+                _indices, keys_list, args = calls[partition]
+                pipe.evalsha(self._script.sha, len(keys_list), *keys_list, *args)
             replies = await pipe.execute(raise_on_error=False)
             missing = []
-            for index, reply in zip(todo, replies, strict=True):
+            for partition, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, NoScriptError):
-                    missing.append(index)
+                    missing.append(partition)
                 elif isinstance(reply, Exception):
                     raise reply
                 else:
-                    results[index] = reply
+                    for index, result in zip(calls[partition][0], reply, strict=True):
+                        results[index] = result
             if not missing:
                 break
             # The server lost its script cache (a restart, SCRIPT FLUSH): those calls did
@@ -225,7 +249,7 @@ class Ingress:
             raise NoScriptError("the ingress script could not be loaded")
         admissions = [
             Admission(conversation, partition, text(result) if result else None)
-            for (conversation, partition, _keys, _args), result in zip(calls, results, strict=True)
+            for (conversation, partition), result in zip(routes, results, strict=True)
         ]
         for event, admission in zip(events, admissions, strict=True):
             self.counts[event_kind(event), "accepted" if admission.stored else "duplicate"] += 1

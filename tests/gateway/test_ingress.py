@@ -212,6 +212,40 @@ async def test_accept_many_pipelines_in_order(redis: Redis) -> None:
     assert ids == ["b", "c"]
 
 
+async def test_a_group_is_one_script_call_per_partition(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: the events of a group go as one script call per partition, each
+    partition's in arrival order, a copy within the group recognised."""
+    ingress = Ingress(Store(redis), P, dedupe_ttl=60.0)
+    handsets = [f"+6149157{n:04d}" for n in range(40)]
+    events = [inbound(f"grp-{n}", source=h) for n, h in enumerate(handsets)]
+    await ingress.accept(inbound("grp-load"))  # the script is loaded
+    calls: list[object] = []
+    pipeline = redis.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        evalsha = pipe.evalsha
+
+        def counted(*call: Any) -> Any:
+            calls.append(call)
+            return evalsha(*call)
+
+        pipe.evalsha = counted  # type: ignore[method-assign]
+        return pipe
+
+    monkeypatch.setattr(redis, "pipeline", counting)
+    admissions = await ingress.admit_many([*events, events[3]])
+    partitions = {partition_of(h, P) for h in handsets}
+    assert len(calls) == len(partitions)
+    assert [a.stored for a in admissions] == [True] * 40 + [False]
+    for partition in partitions:
+        ids = [e.event.event_id for e in await entries(redis, partition)]
+        expected = [f"grp-{n}" for n, h in enumerate(handsets) if partition_of(h, P) == partition]
+        assert ids[-len(expected) :] == expected
+
+
 async def test_accept_many_survives_a_flushed_script_cache(redis: Redis) -> None:
     ingress = Ingress(Store(redis), P, dedupe_ttl=60.0)
     assert await ingress.accept(inbound("x1"))
