@@ -246,7 +246,13 @@ class Gateway:
             registry=self.registry,
             max_deliveries=settings.max_deliveries,
         )
-        self.ingress = Ingress(self.store, settings.partitions, settings.dedupe_ttl)
+        self.ingress = Ingress(
+            self.store,
+            settings.partitions,
+            settings.dedupe_ttl,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout=settings.redis_wait_timeout,
+        )
         self.webhook_auth = WebhookAuth(
             settings.webhook_public_key,
             settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,

@@ -335,6 +335,9 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
                     f"SINCHBOT_REDIS_URL ({_cluster_url(shown)})",
                 )
                 return
+            replicas = None
+            if topology is None and settings.redis_wait_replicas:
+                replicas = int((await client.info("replication")).get("connected_slaves", 0))
             recorded = await client.hget(META, META_PARTITIONS)
             seconds, micros = await client.time()
             now_ms = int(seconds) * 1000 + int(micros) // 1000
@@ -374,6 +377,14 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
     report.add("ok", "redis", f"{where} at {shown} answers (Redis {version}{running})")
     if topology is not None:
         _report_topology(report, settings, topology)
+    elif replicas is not None and replicas < settings.redis_wait_replicas:
+        report.add(
+            "error",
+            "redis",
+            f"SINCHBOT_REDIS_WAIT_REPLICAS={settings.redis_wait_replicas} but redis at "
+            f"{shown} has {_plural(replicas, 'replica')}: every webhook answers 503; "
+            "add replicas or lower it",
+        )
     if recorded is not None:
         count = int(recorded)
         if count != settings.partitions:
@@ -427,6 +438,15 @@ def _report_topology(report: Report, settings: Settings, view: ClusterView) -> N
             continue
         own = view.replicas_of(master)
         slots = ranges(s for low, high in master.slots for s in range(low, high + 1))
+        wait = settings.redis_wait_replicas
+        if len(own) < wait:
+            report.add(
+                "error",
+                "redis",
+                f"SINCHBOT_REDIS_WAIT_REPLICAS={wait} but cluster master {master.address} has "
+                f"{_plural(len(own), 'replica')}: the webhooks of {held} answer 503 until it "
+                "has enough",
+            )
         if own:
             names = ", ".join(r.address for r in own)
             report.add(

@@ -91,7 +91,21 @@ class Settings(BaseSettings):
     """Sub-account id, sent as the ``Account`` header when set."""
 
     redis_url: str | None = None
-    """Redis URL (``redis://…``); when unset an embedded redis-server is started."""
+    """Redis URL: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) for one
+    server, ``redis+cluster://[:password@]host:port[,host:port…]`` (``rediss+cluster://``)
+    for a Redis Cluster, given one or more of its nodes; when unset an embedded
+    redis-server is started."""
+
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    """Replicas that must have a webhook's event before it is answered 2xx (Redis
+    ``WAIT``, per master): 0 (the default) answers once the master has it, which a
+    failover can lose (replication is asynchronous); 1 or more survive it, at the cost of a
+    replication round trip per group of webhooks. A master with fewer replicas than this
+    makes its partitions' webhooks answer 503 (``sinchbot doctor`` says so)."""
+
+    redis_wait_timeout: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    """Seconds a webhook waits for ``SINCHBOT_REDIS_WAIT_REPLICAS`` replicas before it is
+    answered 503 (the provider retries; the copy is then recognised)."""
 
     data_dir: Path = Path(".sinchbot")
     """Directory for local state (embedded Redis data, logs); ``~`` is expanded."""

@@ -30,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, NoScriptError, TryAgainError
 
 from bot.sinch.models import DeliveryReceipt, InboundMessage
+from bot.storage.connection import ClusterUnavailable, NotReplicated, node_key, one_connection
 from bot.storage.events import GW_CONVERSATION, InboxEvent
 from bot.storage.keys import PartitionKeys, conversation_key, handset_of, partition_of
 from bot.storage.store import Store, text
@@ -61,6 +62,35 @@ for i = 2, #KEYS do
 end
 return out
 """
+
+# The same for SINCHBOT_REDIS_WAIT_REPLICAS, where a known event also touches its marker
+# (PEXPIRE to the time it has left): a write, so it moves this connection's replication
+# offset past the first copy's writes (made on another connection, perhaps answered 503
+# for want of a replica), and the WAIT after it covers them before the copy is answered
+# "duplicate".
+_ACCEPT_DURABLE = """
+local out = {}
+local at = 2
+for i = 2, #KEYS do
+  local n = tonumber(ARGV[at])
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
+    out[i - 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, at + 1, at + n))
+  else
+    out[i - 1] = false
+    local left = redis.call('PTTL', KEYS[i])
+    if left > 0 then redis.call('PEXPIRE', KEYS[i], left) end
+  end
+  at = at + n + 1
+end
+return out
+"""
+
+_DURABLE_ROUNDS = 5
+"""Rounds of a durable group whose calls were redirected (a slot moving, a failover seen
+late) or found no script, before its webhooks answer 503."""
+
+_Calls = dict[int, tuple[list[int], list[str], list[str]]]
+"""partition → (its events' indices, KEYS, ARGV) of its one script call."""
 
 
 def route(event: Event, partitions: int) -> tuple[str, int]:
@@ -132,18 +162,36 @@ class Ingress:
         partitions: the partition count (fixed for the life of the data).
         dedupe_ttl: seconds an event id is remembered; longer than the provider's retry
             window, so any redelivery is recognised.
+        wait_replicas: ``SINCHBOT_REDIS_WAIT_REPLICAS``: above 0, an event is admitted (its
+            webhook answered 2xx) only once that many replicas of its master acknowledged
+            it (``WAIT``), so a failover cannot lose it; else
+            :class:`~bot.storage.connection.NotReplicated` is raised (503).
+        wait_timeout: seconds that ``WAIT`` may take (``SINCHBOT_REDIS_WAIT_TIMEOUT``).
     """
 
-    def __init__(self, store: Store, partitions: int, dedupe_ttl: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        partitions: int,
+        dedupe_ttl: float,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+    ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         if dedupe_ttl <= 0:
             raise ValueError("dedupe_ttl must be positive")
+        if wait_replicas < 0 or not wait_timeout > 0:
+            raise ValueError("wait_replicas must be 0 or more, wait_timeout positive")
         self.store = store
         self.partitions = partitions
         self.dedupe_ttl = dedupe_ttl
+        self.wait_replicas = wait_replicas
+        self._wait_ms = max(1, round(wait_timeout * 1000))
         self._ttl_ms = max(1, round(dedupe_ttl * 1000))
-        self._script: Any = store.redis.register_script(_ACCEPT)
+        self._source = _ACCEPT_DURABLE if wait_replicas else _ACCEPT
+        self._script: Any = store.redis.register_script(self._source)
         self.counts: Counter[tuple[str, str]] = Counter()
         """Events admitted by (:func:`event_kind`, ``accepted`` or ``duplicate``), for
         metrics."""
@@ -204,8 +252,7 @@ class Ingress:
             return []
         now = time.time()
         routes = [self.route(event) for event in events]
-        # partition → (its events' indices, KEYS, ARGV) of its one script call
-        calls: dict[int, tuple[list[int], list[str], list[str]]] = {}
+        calls: _Calls = {}
         for index, (event, (conversation, partition)) in enumerate(
             zip(events, routes, strict=True)
         ):
@@ -221,8 +268,22 @@ class Ingress:
             for name, value in fields.items():
                 args.append(name)
                 args.append(value)
+        if self.wait_replicas:
+            results = await self._run_durable(calls, len(events))
+        else:
+            results = await self._run(calls, len(events))
+        admissions = [
+            Admission(conversation, partition, text(result) if result else None)
+            for (conversation, partition), result in zip(routes, results, strict=True)
+        ]
+        for event, admission in zip(events, admissions, strict=True):
+            self.counts[event_kind(event), "accepted" if admission.stored else "duplicate"] += 1
+        return admissions
+
+    async def _run(self, calls: _Calls, count: int) -> list[Any]:
+        """The script calls in one pipeline (again for those that found no script)."""
         redis = self.store.redis
-        results: list[Any] = [None] * len(events)
+        results: list[Any] = [None] * count
         todo = list(calls)
         for _attempt in range(2):
             pipe = redis.pipeline(transaction=False)
@@ -243,17 +304,71 @@ class Ingress:
                 break
             # The server lost its script cache (a restart, SCRIPT FLUSH): those calls did
             # not run at all, so loading the script and sending them again is safe.
-            self._script.sha = text(await redis.script_load(_ACCEPT))
+            self._script.sha = text(await redis.script_load(self._source))
             todo = missing
         else:
             raise NoScriptError("the ingress script could not be loaded")
-        admissions = [
-            Admission(conversation, partition, text(result) if result else None)
-            for (conversation, partition), result in zip(routes, results, strict=True)
-        ]
-        for event, admission in zip(events, admissions, strict=True):
-            self.counts[event_kind(event), "accepted" if admission.stored else "duplicate"] += 1
-        return admissions
+        return results
+
+    async def _run_durable(self, calls: _Calls, count: int) -> list[Any]:
+        """The script calls grouped by master, each group sent on one connection and
+        followed there by ``WAIT`` :attr:`wait_replicas` (a ``WAIT`` waits for the writes
+        sent before it on its own connection). A call that was redirected (``MOVED``,
+        ``ASK``, ``TRYAGAIN``) or found no script did not run: it goes in the next round.
+
+        Raises:
+            NotReplicated: a group's ``WAIT`` counted fewer replicas in time.
+        """
+        redis = self.store.redis
+        results: list[Any] = [None] * count
+        todo = list(calls)
+        for attempt in range(_DURABLE_ROUNDS):
+            groups: dict[str, list[int]] = {}
+            for partition in todo:
+                node = await node_key(redis, calls[partition][1][0])
+                groups.setdefault(node, []).append(partition)
+            replies = await asyncio.gather(
+                *(
+                    one_connection(
+                        redis,
+                        calls[group[0]][1][0],
+                        [
+                            ("EVALSHA", self._script.sha, len(keys), *keys, *args)
+                            for keys, args in (calls[p][1:] for p in group)
+                        ]
+                        + [("WAIT", self.wait_replicas, self._wait_ms)],
+                    )
+                    for group in groups.values()
+                )
+            )
+            todo, reload = [], False
+            for group, group_replies in zip(groups.values(), replies, strict=True):
+                *answers, acked = group_replies
+                for partition, reply in zip(group, answers, strict=True):
+                    if isinstance(reply, NoScriptError):
+                        reload = True
+                        todo.append(partition)
+                    elif isinstance(reply, AskError | TryAgainError):  # MOVED is an ASK
+                        todo.append(partition)
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    elif isinstance(acked, Exception):
+                        raise acked
+                    elif int(acked) < self.wait_replicas:
+                        raise NotReplicated(
+                            f"{acked} of {self.wait_replicas} replicas acknowledged the "
+                            f"webhook's write in {self._wait_ms} ms"
+                        )
+                    else:
+                        for index, result in zip(calls[partition][0], reply, strict=True):
+                            results[index] = result
+            if not todo:
+                return results
+            if reload:
+                self._script.sha = text(await redis.script_load(self._source))
+            else:
+                await asyncio.sleep(0.02 * (attempt + 1))  # a slot on its way
+        raise ClusterUnavailable("Redis Cluster unavailable: the webhook's slot kept moving")
 
     async def accept_many(self, events: Sequence[Event]) -> list[bool]:
         """:meth:`accept` for several events in one round trip; one bool per event."""

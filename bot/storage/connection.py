@@ -23,31 +23,38 @@ handles it (the webhooks answer 503, the consumers back off and go on).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ConnectionError,
+    MovedError,
     NoScriptError,
     RedisClusterException,
     RedisClusterUnreachableError,
+    RedisError,
     SlotNotCoveredError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import ScriptTextT
 
 __all__ = [
     "CLUSTER_SCHEMES",
     "ClusterClient",
     "ClusterUnavailable",
+    "NotReplicated",
     "RedisClient",
     "connect",
     "is_cluster",
     "is_cluster_url",
+    "node_key",
+    "one_connection",
     "seed_nodes",
 ]
 
@@ -66,6 +73,11 @@ partitions on one node)."""
 class ClusterUnavailable(ConnectionError):
     """The cluster cannot serve a slot (no master has it: a failover is under way) or no
     node could be reached. A :class:`~redis.exceptions.ConnectionError`: retry later."""
+
+
+class NotReplicated(RedisError):
+    """Fewer replicas than asked acknowledged a write in time (``WAIT``): it is on the
+    master, which may still lose it in a failover. Answer as for an outage (503)."""
 
 
 _UNAVAILABLE = (SlotNotCoveredError, RedisClusterUnreachableError)
@@ -277,3 +289,56 @@ def connect(
     )
     assert isinstance(client, ClusterClient)
     return client
+
+
+async def node_key(redis: RedisClient, key: str) -> str:
+    """The name of the master that serves ``key``, by the client's view of the topology
+    (``""`` for one server): keys with the same name can go on one connection.
+
+    Raises:
+        ClusterUnavailable: no master serves the key's slot.
+    """
+    if not isinstance(redis, RedisCluster):
+        return ""
+    try:
+        await redis.initialize()  # the first topology, or a refresh asked for
+        node = redis.get_node_from_key(key)
+    except _UNAVAILABLE as exc:
+        raise _unavailable(exc) from exc
+    return node.name if node is not None else ""
+
+
+async def one_connection(
+    redis: RedisClient, key: str, commands: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """Send ``commands`` in order on ONE connection to the master that serves ``key`` (the
+    server itself, for one server) and return their replies, errors as exceptions.
+
+    What ``WAIT`` needs: it covers the writes sent before it on its own connection. A
+    cluster pipeline may retry a node's commands on another connection or node; this does
+    not: a redirection comes back as its ``MovedError`` / ``AskError`` / ``TryAgainError``
+    reply (that command did not run), and a connection error is raised.
+    """
+    if not isinstance(redis, RedisCluster):
+        pipe = redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+    try:
+        await redis.initialize()  # the first topology, or a refresh asked for below
+        node = redis.get_node_from_key(key)
+    except _UNAVAILABLE as exc:
+        raise _unavailable(exc) from exc
+    if node is None:
+        raise ClusterUnavailable(f"Redis Cluster unavailable: no master serves {key!r}")
+    queued = [PipelineCommand(index, *command) for index, command in enumerate(commands)]
+    try:
+        await node.execute_pipeline(queued)
+    except (ConnectionError, RedisTimeoutError, OSError):
+        # The master is gone (a failover is under way): read the topology again.
+        redis._request_refresh(last_failed_node_name=node.name)
+        raise
+    results = [command.result for command in queued]
+    if any(isinstance(r, MovedError | ConnectionError | RedisTimeoutError) for r in results):
+        redis._request_refresh()
+    return results

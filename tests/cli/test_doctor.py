@@ -482,3 +482,28 @@ async def test_a_cluster_url_to_a_single_server_is_an_error(
     assert message.endswith(
         "SINCHBOT_REDIS_URL names a cluster (redis+cluster://); for one server use redis://"
     )
+
+
+async def test_waiting_for_more_replicas_than_there_are_is_an_error(
+    doctor: Any, redis_cluster: LocalCluster, redis_server: RedisServer
+) -> None:
+    result = await doctor("--json", redis_url=redis_cluster.url, redis_wait_replicas="2")
+    errors = [m for level, m in redis_findings(result) if level == "error"]
+    assert len(errors) == 3, errors
+    for master in redis_cluster.masters():
+        assert any(
+            m.startswith(
+                f"SINCHBOT_REDIS_WAIT_REPLICAS=2 but cluster master 127.0.0.1:{master.port} "
+                "has 1 replica: the webhooks of partitions "
+            )
+            for m in errors
+        ), errors
+    result = await doctor("--json", redis_url=redis_cluster.url, redis_wait_replicas="1")
+    assert [level for level, _ in redis_findings(result)] == ["ok"] * 5
+
+    result = await doctor("--json", redis_url=redis_server.url, redis_wait_replicas="1")
+    assert (
+        "error",
+        f"SINCHBOT_REDIS_WAIT_REPLICAS=1 but redis at {redis_server.url} has 0 replicas: "
+        "every webhook answers 503; add replicas or lower it",
+    ) in redis_findings(result)
