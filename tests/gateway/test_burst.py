@@ -1,20 +1,24 @@
 """The issue's acceptance test: a burst of 2,000 inbound messages over 200 conversations
-while a gateway process is killed with SIGKILL twice.
+while a gateway process is killed with SIGKILL, on one redis-server and on a Redis Cluster.
 
-Two `sinchbot serve` processes share one redis-server; the provider is the sandbox. The test
-plays the provider's webhook side itself: each conversation's messages are posted in order
-(the next only after the previous was acknowledged, which is what defines arrival order),
-200 conversations at once, to process B. Process A is SIGKILLed after 500 and after 1,200
-accepted messages and restarted each time; its partitions move to B and back.
+Two `sinchbot serve` processes share one redis-server (or the session's 3-master / 3-replica
+cluster, ``redis+cluster://``); the provider is the sandbox. The test plays the provider's
+webhook side itself: each conversation's messages are posted in order (the next only after
+the previous was acknowledged, which is what defines arrival order), 200 conversations at
+once, to process B. Process A is SIGKILLed after 500 and after 1,200 accepted messages (on
+the cluster: after 800) and restarted each time; its partitions move to B and back.
 
 Checked: every message gets its reply; replies reach each handset in order (ignoring the
 re-sent copies of a crashed batch); provider calls never exceed the throttle in any window;
-duplicates to the provider are at most one batch (100) per kill. The figures are printed.
+duplicates to the provider are at most one batch (100) per kill. The figures are printed,
+with what Redis did per message (commands, and their time by ``INFO commandstats``, summed
+over the masters) and the gateways' CPU per message, for docs/operations.md's comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +30,10 @@ import httpx
 import pytest
 
 from bot.sandbox import Sandbox, SandboxConfig
+from bot.storage.connection import connect
 from bot.storage.redis_server import RedisServer, free_port
+from tests.redis_cluster import LocalCluster
+from tests.redis_fixtures import info_of_masters
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERSATIONS = 200
@@ -51,6 +58,7 @@ class Gateway:
         self.log_dir = log_dir
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self._cpu: dict[int, float] = {}
 
     @property
     def url(self) -> str:
@@ -79,7 +87,17 @@ class Gateway:
 
     def kill(self) -> None:
         assert self.process is not None
+        self.cpu()  # what it used until now
         self.process.send_signal(signal.SIGKILL)
+
+    def cpu(self) -> float:
+        """CPU seconds of every process this gateway ran so far (user + system)."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1]
+                ticks = sum(int(v) for v in stat.split()[11:13])
+                self._cpu[self.process.pid] = ticks / os.sysconf("SC_CLK_TCK")
+        return sum(self._cpu.values())
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -111,14 +129,49 @@ def first_occurrences(values: list[str]) -> list[str]:
     return [v for v in values if not (v in seen or seen.add(v))]  # type: ignore[func-returns-value]
 
 
+async def redis_work(url: str) -> tuple[int, float]:
+    """Commands Redis ran so far and their time in µs (every master, ``INFO commandstats``;
+    the cluster's own bus and replication commands are not counted)."""
+    client = connect(url)
+    try:
+        stats = await info_of_masters(client, "commandstats")
+    finally:
+        await client.aclose()
+    calls = usec = 0.0
+    for node in stats:
+        for name, value in node.items():
+            if name.startswith("cmdstat_") and name not in _NOT_OURS:
+                calls += int(value["calls"])
+                usec += float(value["usec"])
+    return int(calls), usec
+
+
+_NOT_OURS = {f"cmdstat_{name}" for name in ("info", "cluster", "replconf", "psync", "sync")}
+
+
 @pytest.mark.slow
 async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
     redis_server = RedisServer(tmp_path / "redis").start()
+    try:
+        await burst(tmp_path, redis_server.url, KILL_AFTER, "one redis-server")
+    finally:
+        redis_server.stop()
+
+
+@pytest.mark.slow
+async def test_burst_of_2000_on_a_redis_cluster_with_a_sigkill(
+    tmp_path: Path, redis_cluster: LocalCluster
+) -> None:
+    redis_cluster.flushall()
+    await burst(tmp_path, redis_cluster.url, (800,), "redis cluster, 3 masters + 3 replicas")
+
+
+async def burst(tmp_path: Path, redis_url: str, kill_after: tuple[int, ...], kind: str) -> None:
     sandbox = Sandbox(SandboxConfig(port=0, numbers=(OURS,), step_delay=0.01, time_scale=0.01))
     await sandbox.start()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SINCHBOT_")},
-        "SINCHBOT_REDIS_URL": redis_server.url,
+        "SINCHBOT_REDIS_URL": redis_url,
         "SINCHBOT_BASE_URL": sandbox.url,
         "SINCHBOT_API_KEY": sandbox.api_key,
         "SINCHBOT_API_SECRET": sandbox.api_secret,
@@ -140,6 +193,7 @@ async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
     started = time.monotonic()
     try:
         await asyncio.gather(a.start(), b.start())
+        calls_before, usec_before = await redis_work(redis_url)
 
         async def converse(i: int, http: httpx.AsyncClient) -> None:
             nonlocal accepted
@@ -166,7 +220,7 @@ async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
                 accepted += 1
 
         async def killer() -> None:
-            for threshold in KILL_AFTER:
+            for threshold in kill_after:
                 while accepted < threshold:
                     await asyncio.sleep(0.005)
                 a.kill()
@@ -191,6 +245,9 @@ async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
         finished = time.monotonic() - started
         await asyncio.sleep(1.5)  # let a late duplicate land before counting
         await sandbox.wait_idle()
+        calls_after, usec_after = await redis_work(redis_url)
+        cpu = a.cpu() + b.cpu()
+        messages = CONVERSATIONS * PER_CONVERSATION
 
         expected = [f"ack m{n}" for n in range(PER_CONVERSATION)]
         missing = {i: sorted(set(expected) - set(replies(i))) for i in range(CONVERSATIONS)}
@@ -213,6 +270,7 @@ async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
             "\nburst figures: "
             + json.dumps(
                 {
+                    "redis": kind,
                     "inbound": accepted,
                     "conversations": CONVERSATIONS,
                     "kills_at_s": [round(k, 2) for k in kills],
@@ -227,11 +285,16 @@ async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
                     "mean_batch": round(sum(sizes) / max(len(sizes), 1), 1),
                     "largest_batch": max(sizes, default=0),
                     "possible_duplicate_log_lines": logged_duplicates,
+                    # Per inbound message, everything included (its reply, three receipts,
+                    # heartbeats, idle reads, the take-overs after the kills):
+                    "redis_commands_per_message": round((calls_after - calls_before) / messages, 1),
+                    "redis_us_per_message": round((usec_after - usec_before) / messages, 1),
+                    "gateway_cpu_ms_per_message": round(1000 * cpu / messages, 2),
                 }
             )
         )
         assert accepted == CONVERSATIONS * PER_CONVERSATION
-        assert len(kills) == 2
+        assert len(kills) == len(kill_after)
         assert not missing, (
             f"{len(missing)} conversations missing replies, e.g. {list(missing.items())[:3]}"
         )
@@ -245,4 +308,3 @@ async def test_burst_of_2000_with_two_sigkills(tmp_path: Path) -> None:
     finally:
         await asyncio.gather(a.stop(), b.stop())
         await sandbox.stop()
-        redis_server.stop()
