@@ -1,7 +1,7 @@
 """The gateway server: one aiohttp application that owns every resource of a
 ``sinchbot serve`` process, started and stopped in order by a cleanup context.
 
-Start: RedisClient (the configured one, or an embedded redis-server, which a supervisor restarts if
+Start: Redis (the configured one, or an embedded redis-server, which a supervisor restarts if
 it dies) → the provider (the real API, or an in-process sandbox in zero-configuration mode)
 → the worker registry (heartbeat and partition leases) → the inbox consumer, the timer pump,
 the sender and the forwarder. Stop (SIGTERM or Ctrl-C): the HTTP site closes first (no new

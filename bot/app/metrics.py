@@ -155,7 +155,7 @@ class GatewayMetrics:
         )
         self.registry.register(_Collector(self))
         self.depths: dict[str, float] | None = None
-        """The depths read at the last scrape (``None``: RedisClient did not answer)."""
+        """The depths read at the last scrape (``None``: Redis did not answer)."""
         self._redis_failing = False
 
     # ------------------------------------------------------------------ hooks

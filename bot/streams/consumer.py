@@ -381,7 +381,7 @@ class PartitionedConsumer(ABC, Generic[P]):
             except RedisError as exc:
                 self.tally.restarts[type(exc).__name__] += 1
                 part.log.warning(
-                    f"{self.spec.kind}: RedisClient failed; backing off",
+                    f"{self.spec.kind}: Redis failed; backing off",
                     error=f"{type(exc).__name__}: {exc}",
                     retry_in=part.backoff,
                 )

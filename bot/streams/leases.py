@@ -218,7 +218,7 @@ class WorkerRegistry:
 
         Raises:
             PartitionCountMismatch: the Redis data uses another partition count.
-            redis.exceptions.RedisError: RedisClient cannot be reached right now.
+            redis.exceptions.RedisError: Redis cannot be reached right now.
         """
         if self._task is not None:
             return
@@ -373,7 +373,7 @@ class WorkerRegistry:
             await self._notify("partition_acquired", partition)
 
     async def _expire_local(self) -> None:
-        """Drop leases we could not renew in time: RedisClient may already have expired them."""
+        """Drop leases we could not renew in time: Redis may already have expired them."""
         now = time.monotonic()
         for partition in sorted(self.held):
             if now >= self._renewed.get(partition, now) + self.lease_ttl:
