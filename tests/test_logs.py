@@ -41,3 +41,29 @@ def test_json_logs_are_redacted_everywhere() -> None:
     assert lines[0]["authorization"] == "[redacted]"
     assert lines[0]["nested"]["signature"] == "[redacted]"
     assert lines[1]["event"].endswith("+********159")
+
+
+def test_cached_loggers_are_redacted_and_filtered_alike() -> None:
+    """configure(cache=True), as sinchbot serve runs: a module's logger keeps the
+    configuration (in a process of its own, since it cannot be undone)."""
+    import subprocess
+    import sys
+
+    program = """
+import structlog
+from bot.core.logs import add_secret, configure
+configure("INFO", "json", cache=True)
+add_secret("hunter2-secret")
+log = structlog.get_logger("t")
+for n in range(2):
+    log.debug("hidden", n=n)
+    log.info("to +61491570156 with hunter2-secret", n=n, token="abc")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [line["n"] for line in lines] == [0, 1]
+    for line in lines:
+        assert line["event"] == "to +********156 with [redacted]"
+        assert line["token"] == "[redacted]"

@@ -71,7 +71,7 @@ def run(settings: Settings, *, role: Role = "all", out: TextIO | None = None) ->
         GatewayRunning: another gateway owns the data folder (checked first, and again,
             race-free, when the embedded Redis takes the folder's lock).
     """
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, cache=True)
     check_data_folder(settings)
     out = out or sys.stdout
     json_library = fastjson.use(settings.json_library)

@@ -182,10 +182,19 @@ def redact(
     return event_dict
 
 
-def configure(level: str = "INFO", fmt: str = "console", stream: Any = None) -> None:
+def configure(
+    level: str = "INFO", fmt: str = "console", stream: Any = None, *, cache: bool = False
+) -> None:
     """Set up structlog and the standard library's logging (aiohttp's, httpx's) alike:
     ``fmt`` ``json`` (one object per line, for production) or ``console`` (readable lines,
-    for development)."""
+    for development).
+
+    ``cache``: each module's logger keeps this configuration once it is first used, so a
+    call below ``level`` costs nothing and the others skip rebuilding the logger (for a
+    process configured once, as ``sinchbot serve``; every line is still redacted). Off,
+    loggers follow a later ``configure`` and ``structlog.testing.capture_logs`` (the
+    tests').
+    """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -206,7 +215,7 @@ def configure(level: str = "INFO", fmt: str = "console", stream: Any = None) -> 
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
