@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from bot.core.aio import cancel_and_wait
 from bot.core.config import ConfigError
-from bot.storage.connection import RedisClient
+from bot.storage.connection import RedisClient, node_key
 from bot.storage.keys import META, WORKERS, PartitionKeys, alive
 from bot.storage.store import text
 
@@ -298,29 +298,44 @@ class WorkerRegistry:
                 await self._expire_local()
 
     async def _tick(self) -> None:
-        """Heartbeat, renew, then rebalance: release above the fair share, acquire below."""
+        """Heartbeat, renew, then rebalance: release above the fair share, acquire below.
+
+        The heartbeat and the renewals of each Redis Cluster master's partitions go
+        concurrently, each on its own (one server: two round trips at once), so a master
+        that is down — a failover under way — costs only the leases it holds: the others are
+        renewed. A failed heartbeat is raised after the renewals, and the rebalance waits
+        for the next tick.
+        """
         held = sorted(self.held)
         sent = time.monotonic()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._heartbeat(keys=[WORKERS], args=[self.worker_id, self.ttl_ms], client=pipe)
-            pipe.set(alive(self.worker_id), "1", px=self.ttl_ms)
-            for partition in held:
-                await self._renew(
-                    keys=[PartitionKeys(partition).lease],
-                    args=[self.worker_id, self.ttl_ms],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        self.live = sorted(text(member) for member in replies[0])
+        groups: dict[str, list[int]] = {}
+        for partition in held:
+            node = await node_key(self.redis, PartitionKeys(partition).lease)
+            groups.setdefault(node, []).append(partition)
+        heartbeat, *renewals = await asyncio.gather(
+            self._beat(),
+            *(self._renew_group(group) for group in groups.values()),
+            return_exceptions=True,
+        )
         lost = []
-        for partition, renewed in zip(held, replies[2:], strict=True):
-            if int(renewed):
-                self._renewed[partition] = sent
-            else:
-                lost.append(partition)
+        failed: BaseException | None = None
+        for group, replies in zip(groups.values(), renewals, strict=True):
+            if isinstance(replies, BaseException):
+                failed = failed or replies  # not renewed: lost locally after lease_ttl
+                continue
+            for partition, renewed in zip(group, replies, strict=True):
+                if int(renewed):
+                    self._renewed[partition] = sent
+                else:
+                    lost.append(partition)
         for partition in lost:
             await self._lose(partition, "taken or expired")
         await self._expire_local()
+        if isinstance(heartbeat, BaseException):
+            raise heartbeat
+        self.live = heartbeat
+        if failed is not None:
+            raise failed
         if self._stopping:
             return
         share = self.fair_share()
@@ -330,6 +345,25 @@ class WorkerRegistry:
                 self._begin_release(partition)
         elif count < share:
             await self._acquire(share - count)
+
+    async def _beat(self) -> list[str]:
+        """Record our deadline and liveness; the live workers, sorted."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._heartbeat(keys=[WORKERS], args=[self.worker_id, self.ttl_ms], client=pipe)
+            pipe.set(alive(self.worker_id), "1", px=self.ttl_ms)
+            replies = await pipe.execute()
+        return sorted(text(member) for member in replies[0])
+
+    async def _renew_group(self, partitions: list[int]) -> list[Any]:
+        """Renew the leases of ``partitions`` (one master's) in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                await self._renew(
+                    keys=[PartitionKeys(partition).lease],
+                    args=[self.worker_id, self.ttl_ms],
+                    client=pipe,
+                )
+            return list(await pipe.execute())
 
     async def _acquire(self, wanted: int) -> None:
         candidates = [p for p in range(self.partitions) if p not in self.held]
