@@ -29,6 +29,7 @@ from bot.storage.keys import PartitionKeys, conversation_key
 from bot.storage.redis_server import RedisServer, free_port
 from tests.gateway.process_handlers import TEXTS, Ack, SlowAck, ack_text
 from tests.gateway.procutil import eventually, mo_payload
+from tests.redis_cluster import LocalCluster
 
 SECRET = "hook-secret"
 TOKEN = "api-token"
@@ -346,6 +347,34 @@ async def test_zero_configuration_runs_the_demo_with_an_embedded_redis_and_sandb
         embedded = gateway.embedded_redis
     assert not embedded.running  # stopped with the gateway
     assert list((tmp_path / "data" / "redis").glob("appendonly*"))
+
+
+async def test_the_demo_on_a_redis_cluster_answers_its_sample_conversation(
+    tmp_path: Path, http: aiohttp.ClientSession, redis_cluster: LocalCluster
+) -> None:
+    """``sinchbot serve`` with only SINCHBOT_REDIS_URL=redis+cluster://…: the demo, its data
+    on the cluster; the sample reminder is waiting and a Y confirms it."""
+    redis_cluster.flushall()
+    port = free_port()
+    app = create_app(
+        settings(
+            port=port,
+            sandbox_port=free_port(),
+            data_dir=tmp_path / "data",
+            redis_url=redis_cluster.url,
+            partitions=16,
+        )
+    )
+    gateway = app[GATEWAY]
+    assert gateway.demo and gateway.embedded_redis is None
+    async with serving(app, port):
+        assert gateway.sandbox is not None
+        phone = gateway.sandbox.handset(H1)
+        await eventually(lambda: bool(phone.received), what="the sample reminder")
+        assert "Reply Y to confirm" in phone.received[0]["content"]
+        await phone.send("Y")
+        await eventually(lambda: len(phone.received) == 2, what="the confirmation")
+        assert "is confirmed" in phone.received[1]["content"]
 
 
 async def test_a_configured_provider_is_never_demo_mode(
