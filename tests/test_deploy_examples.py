@@ -1,13 +1,18 @@
 """The deployment examples stay valid: the compose example's config file loads and builds
-the bot it describes, and its .env template names only real settings."""
+the bot it describes, its .env template names only real settings, and its cluster variant
+names a cluster the gateway opens with the cluster client."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from redis.asyncio.cluster import RedisCluster
 
 from bot.app.gateway import Gateway
 from bot.core.botconfig import load_config
 from bot.core.config import Settings, env_var
+from bot.storage.connection import seed_nodes
 
 COMPOSE = Path(__file__).resolve().parent.parent / "examples" / "compose"
 
@@ -42,3 +47,27 @@ def test_the_env_template_names_only_real_settings() -> None:
     compose = (COMPOSE / "compose.yaml").read_text()
     assert "SINCHBOT_REDIS_URL: redis://redis:6379/0" in compose
     assert "--appendonly" in compose
+
+
+def test_the_cluster_variant_builds_a_gateway_on_its_cluster() -> None:
+    compose = (COMPOSE / "compose.cluster.yaml").read_text()
+    [url] = re.findall(r"SINCHBOT_REDIS_URL: (\S+)", compose)
+    assert url.startswith("redis+cluster://")
+    seeds = seed_nodes(url)
+    nodes = re.findall(r"ipv4_address: ([0-9.]+)", compose)
+    assert len(nodes) == 6  # 3 masters and their replicas
+    assert {host for host, _ in seeds} <= set(nodes)
+    assert "--cluster-replicas 1" in compose
+    for option in ("--cluster-enabled yes", "--appendonly yes", "--appendfsync everysec"):
+        assert option in compose
+    settings = Settings(
+        _env_file=None,
+        redis_url=url,  # never connected: the gateway is only built
+        base_url="https://api.messagemedia.com",
+        api_key="key",
+        api_secret="secret",
+        webhook_secret="a-long-webhook-secret",
+        api_token="a-long-api-token",
+    )
+    gateway = Gateway(settings, config=load_config(COMPOSE / "sinchbot.toml"))
+    assert isinstance(gateway.redis, RedisCluster)
