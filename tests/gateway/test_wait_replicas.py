@@ -8,6 +8,7 @@ every admission is refused, and the events stay on the server for the provider's
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +22,9 @@ from bot.ingress.webhooks import webhook_routes
 from bot.sinch.models import InboundMessage
 from bot.storage.connection import NotReplicated, RedisClient
 from bot.storage.keys import PartitionKeys, partition_of
+from bot.storage.redis_server import RedisServer
 from bot.storage.store import Store, text
-from tests.redis_cluster import LocalCluster
+from tests.redis_cluster import LocalCluster, wait_until
 
 P = 8
 OURS = "+61491570157"
@@ -112,3 +114,31 @@ async def test_a_webhook_waiting_for_a_missing_replica_is_answered_503(
     response = await http.post("/webhooks/messages", json=body)
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
+
+
+async def test_one_server_with_a_replica_waits_for_it(tmp_path: Path) -> None:
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(
+        tmp_path / "replica",
+        # No AOF: a replica refuses SIGTERM while it writes its first one.
+        extra_args=["--replicaof", primary.host, str(primary.port), "--appendonly", "no"],
+    )
+    try:
+        replica.start()
+        with sync_redis.Redis(host=replica.host, port=replica.port) as view:
+            wait_until(
+                lambda: view.info("replication").get("master_link_status") == "up", "the sync"
+            )
+        redis = Redis.from_url(primary.url)
+        try:
+            ingress = Ingress(Store(redis), P, dedupe_ttl=600.0, wait_replicas=1, wait_timeout=10)
+            admission = await ingress.admit(inbound("with-replica", 3))
+            assert admission.stored
+            with sync_redis.Redis(host=replica.host, port=replica.port) as view:
+                keys = PartitionKeys(admission.partition)
+                assert view.exists(keys.seen("with-replica"))
+        finally:
+            await redis.aclose()
+    finally:
+        replica.stop()
+        primary.stop()
