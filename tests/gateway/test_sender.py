@@ -306,7 +306,6 @@ async def test_server_errors_are_retried_and_the_batch_sent_once(
     assert (await record(redis, requests[0]))["attempts"] == "4"
 
 
-@pytest.mark.cluster
 async def test_rate_limit_pauses_every_sender(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
@@ -794,7 +793,6 @@ def test_failure_field_is_apart_from_the_engines() -> None:
     assert failure_field("1-0") == "out:1-0"
 
 
-@pytest.mark.cluster
 async def test_with_partition_ownership_a_new_owner_sends_old_entries_before_new_ones(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:

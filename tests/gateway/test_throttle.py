@@ -8,9 +8,8 @@ from redis.asyncio import Redis
 
 from bot.sender.throttle import Throttle, connection_id
 
-pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
 
-
+@pytest.mark.cluster
 async def test_never_more_than_calls_in_any_window(redis: Redis) -> None:
     throttle = Throttle(redis, "t1", calls=5, period=0.5)
     times: list[float] = []
@@ -41,6 +40,7 @@ async def test_free_calls_go_at_once_then_wait(redis: Redis) -> None:
             await throttle.acquire()
 
 
+@pytest.mark.cluster
 async def test_pause_holds_every_caller(redis: Redis) -> None:
     one = Throttle(redis, "t3", calls=100, period=60)
     two = Throttle(redis, "t3", calls=100, period=60)  # another process, same connection
