@@ -161,10 +161,11 @@ class LocalCluster:
         wait_until(healthy, "a healthy cluster", timeout)
 
     def stop(self) -> None:
-        """Stop every node, at once (a replica refuses SIGTERM while it writes its first
-        append-only file, and is killed after the stop's timeout)."""
+        """Stop every node, at once; one that has not exited a second after its SIGTERM is
+        killed (a replica refuses SIGTERM while it writes its first append-only file, and
+        the test's data is thrown away)."""
         with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
-            list(pool.map(lambda node: node.server.stop(), self.nodes))
+            list(pool.map(lambda node: node.server.stop(timeout=1.0), self.nodes))
 
     def __enter__(self) -> LocalCluster:
         return self.start()
