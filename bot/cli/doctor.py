@@ -297,6 +297,7 @@ async def check_redis(report: Report, settings: Settings) -> None:
 
 
 async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embedded: bool) -> None:
+    from redis.asyncio.cluster import RedisCluster
     from redis.exceptions import (
         AuthenticationError,
         RedisClusterException,
@@ -304,7 +305,7 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
         ResponseError,
     )
 
-    from bot.storage.connection import ClusterUnavailable, connect, is_cluster
+    from bot.storage.connection import ClusterUnavailable, connect
     from bot.storage.keys import DLQ, META, WORKERS
     from bot.storage.topology import read_topology
     from bot.streams.leases import META_PARTITIONS
@@ -325,8 +326,8 @@ async def _ping(report: Report, settings: Settings, url: str, fix: str, *, embed
         try:
             await asyncio.wait_for(client.ping(), REDIS_TIMEOUT + 1)
             info = await client.info("server")
-            if is_cluster(client):
-                topology = await read_topology(client)  # type: ignore[arg-type]
+            if isinstance(client, RedisCluster):
+                topology = await read_topology(client)
             elif (await client.info("cluster")).get("cluster_enabled"):
                 report.add(
                     "error",
