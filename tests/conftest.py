@@ -3,8 +3,10 @@ that turns a hung async test into a failure with every task's stack."""
 
 import asyncio
 import inspect
+import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,16 @@ from bot.sandbox import Sandbox, SandboxConfig
 from bot.sinch.client import SinchClient
 
 pytest_plugins = ["tests.redis_fixtures"]
+
+
+@pytest.fixture
+def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings come only from the test: no inherited SINCHBOT_* variables, and a fresh
+    working folder, so no ``.env`` is read."""
+    for name in list(os.environ):
+        if name.startswith("SINCHBOT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

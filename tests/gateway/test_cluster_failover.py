@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,11 +43,8 @@ PER_CONVERSATION = 8
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _no_ambient_config(no_ambient_config: None) -> None:
+    """Every test here runs without ambient settings (see tests/conftest.py)."""
 
 
 def handsets(count: int, *, partition: int | None = None, start: int = 0) -> list[str]:

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import email.utils
 import json
-import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -60,11 +59,8 @@ BAD_BYTES: tuple[bytes, ...] = (
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _no_ambient_config(no_ambient_config: None) -> None:
+    """Every test here runs without ambient settings (see tests/conftest.py)."""
 
 
 # ---------------------------------------------------------------------- raw HTTP

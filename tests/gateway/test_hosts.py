@@ -4,7 +4,6 @@ demo gateway; outside the demo, any host unless SINCHBOT_ALLOWED_HOSTS is set.""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,11 +25,8 @@ HANDSET = "+61491570156"
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _no_ambient_config(no_ambient_config: None) -> None:
+    """Every test here runs without ambient settings (see tests/conftest.py)."""
 
 
 async def request(

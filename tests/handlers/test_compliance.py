@@ -10,11 +10,9 @@ the handset receives in both."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -472,15 +470,6 @@ async def test_a_reply_queued_before_the_stop_is_held_back_by_the_sender(
 
 SECRET, TOKEN = "hook-secret", "api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings come only from the test: no inherited SINCHBOT_* variables, no ``.env``."""
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @asynccontextmanager

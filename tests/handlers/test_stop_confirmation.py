@@ -11,16 +11,13 @@ only where the provider lets it through.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -38,15 +35,6 @@ H = "+61491570156"
 SECRET, TOKEN = "hook-secret", "api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FINAL = {"delivered", "rejected", "failed", "expired", "suppressed", "undeliverable"}
-
-
-@pytest.fixture
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings come only from the test: no inherited SINCHBOT_* variables, no ``.env``."""
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @dataclass

@@ -6,7 +6,6 @@ duplicate."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,8 @@ TEXT = 'Grüße 😀 {from} "quoted" \\ back'
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _no_ambient_config(no_ambient_config: None) -> None:
+    """Every test here runs without ambient settings (see tests/conftest.py)."""
 
 
 @pytest.fixture

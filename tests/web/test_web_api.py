@@ -10,7 +10,6 @@ exactly as the management API is: open in the demo without a token, the token ot
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,12 +28,8 @@ from tests.web.demo import AUTH, HANDSET, KEY, OURS, TOKEN, Demo, demo_gateway, 
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings come only from the test: no inherited SINCHBOT_* variables, no ``.env``."""
-    for name in list(os.environ):
-        if name.startswith("SINCHBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def _no_ambient_config(no_ambient_config: None) -> None:
+    """Every test here runs without ambient settings (see tests/conftest.py)."""
 
 
 @pytest.fixture
