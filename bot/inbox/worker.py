@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -334,7 +333,7 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
             if session is None:
                 # A copy: a run that fails part-way is handled again from what was loaded.
                 stored = loaded.get(conversation)
-                session = copy.deepcopy(stored) if stored else Session(conversation)
+                session = stored.copy() if stored else Session(conversation)
             ctx = EventContext(event, part.keys, run.batch, session, self.limits)
             started = time.perf_counter()
             try:

@@ -49,3 +49,15 @@ async def test_saved_sessions_come_back_and_a_stale_save_is_refused(redis: Redis
         await stale.commit(store)
     assert refused.value.reason == "stale"
     assert (await sessions.load(KEYS, [a]))[a].version == 1
+
+
+def test_a_copy_shares_nothing_with_its_original() -> None:
+    original = Session("c", 4, "asked", {"slot": {"day": "tue", "hours": [10, 11]}}, {"t": "x"})
+    copied = original.copy()
+    assert copied == original
+    copied.data["slot"]["hours"].append(12)
+    copied.timers["u"] = "y"
+    copied.state = "done"
+    assert original == Session(
+        "c", 4, "asked", {"slot": {"day": "tue", "hours": [10, 11]}}, {"t": "x"}
+    )
