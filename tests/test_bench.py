@@ -53,6 +53,9 @@ FIGURES = [
     *(f"scale_out.ceiling.{name}" for name in CEILING),
     *(f"scale_out.end_to_end.{name}" for name in END_TO_END),
     "scale_out.gateway_rss_load_mb",
+    *(f"split.end_to_end.{name}" for name in END_TO_END),
+    *(f"split.half_load.{name}" for name in ["offered_per_s", "achieved_per_s", *LATENCIES]),
+    "split.gateway_rss_load_mb",
 ]
 TARGETS = {
     "end_to_end_ratio",
@@ -103,7 +106,13 @@ def test_tiny_run_prints_every_figure() -> None:
     assert result["end_to_end"]["messages"] == 300
     assert result["scale_out"]["processes"] == 2
     assert isinstance(result["scale_out"]["shared_port"], bool)
+    assert result["split"]["label"] == "1 web + 1 worker"
     assert set(result["targets"]) == TARGETS
+    assert result["targets"]["end_to_end_ratio"]["by"] in {
+        "1 process",
+        "2 processes",
+        "1 web + 1 worker",
+    }
     for name, target in result["targets"].items():
         assert isinstance(target["met"], bool), name
     report = "\n".join(lines[:-1])
