@@ -6,7 +6,7 @@ import logging
 
 import structlog
 
-from bot.core.logs import configure, mask_text
+from bot.core.logs import LazyContext, configure, mask_text
 
 
 def test_mask_text() -> None:
@@ -67,3 +67,36 @@ for n in range(2):
     for line in lines:
         assert line["event"] == "to +********156 with [redacted]"
         assert line["token"] == "[redacted]"
+
+
+def test_a_lazy_context_is_computed_per_line_and_leaves_nothing_behind() -> None:
+    out = io.StringIO()
+    configure("INFO", "json", stream=out)
+    log = structlog.get_logger("t")
+    computed: list[int] = []
+
+    def fields() -> dict[str, object]:
+        computed.append(1)
+        return {"conversation": "+61491570156", "entry": "1-0"}
+
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(partition=3)
+    try:
+        with LazyContext(fields, {"partition": 3}):
+            log.debug("below the level")  # no line, nothing computed
+            assert computed == []
+            log.info("one", entry="given")
+            structlog.contextvars.bind_contextvars(leaked="yes", partition=9)
+            log.info("two")
+        log.info("after")
+        with LazyContext(fields, {"partition": 3}):
+            pass  # nothing bound inside: nothing to restore
+        assert structlog.contextvars.get_contextvars() == {"partition": 3}
+    finally:
+        structlog.contextvars.clear_contextvars()
+    one, two, after = (json.loads(line) for line in out.getvalue().splitlines())
+    assert computed == [1, 1]
+    assert (one["conversation"], one["entry"], one["partition"]) == ("+********156", "given", 3)
+    assert (two["leaked"], two["partition"], two["entry"]) == ("yes", 9, "1-0")
+    assert after == {**after, "partition": 3} and "leaked" not in after
+    assert "conversation" not in after

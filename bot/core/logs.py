@@ -23,25 +23,33 @@ Context: whatever is bound with :mod:`structlog.contextvars` is merged into ever
 inbox binds the conversation, partition and event ids while it handles an event, so the
 engine's, the plugins' and the provider client's lines carry them too). Bind context with
 ``structlog.contextvars.bound_contextvars(...)``, which restores the previous values on exit.
+
+A hot path that would bind many fields per item, and log a line for few of them, uses
+:class:`LazyContext` instead: its fields are computed only when a line is logged, and
+whatever the code inside binds with :mod:`structlog.contextvars` is dropped on exit.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
 
 __all__ = [
     "REDACTED",
+    "LazyContext",
     "add_secret",
     "configure",
     "escape_controls",
     "forget_secrets",
     "mask_text",
+    "merge_lazy_context",
     "redact",
     "scrub",
 ]
@@ -182,6 +190,59 @@ def redact(
     return event_dict
 
 
+_LAZY: contextvars.ContextVar[Callable[[], Mapping[str, Any]] | None] = contextvars.ContextVar(
+    "sinchbot_lazy_log_context", default=None
+)
+
+
+class LazyContext:
+    """``with LazyContext(fields, base):`` adds ``fields()`` to every log line logged inside
+    (computed when a line is logged, not before: nothing is spent on the items that log
+    nothing), as :mod:`structlog.contextvars` would; a field bound there or given to the
+    call wins. On exit the context is as it was: if the code inside bound anything with
+    :mod:`structlog.contextvars` (or changed any other context variable), the structlog
+    context is cleared and ``base`` bound again.
+
+    ``structlog.contextvars.get_contextvars()`` does not show ``fields``; the lines do.
+    """
+
+    __slots__ = ("_base", "_before", "_fields", "_token")
+
+    def __init__(self, fields: Callable[[], Mapping[str, Any]], base: Mapping[str, Any]) -> None:
+        self._fields = fields
+        self._base = base
+
+    def __enter__(self) -> None:
+        self._before = contextvars.copy_context()
+        self._token = _LAZY.set(self._fields)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _LAZY.reset(self._token)
+        before = self._before
+        after = contextvars.copy_context()
+        if len(after) != len(before) or any(
+            before.get(var, _LAZY) is not value for var, value in after.items()
+        ):
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(**self._base)
+
+
+def merge_lazy_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The processor adding the fields of the :class:`LazyContext` in force, if any."""
+    fields = _LAZY.get()
+    if fields is not None:
+        for key, value in fields().items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
 def configure(
     level: str = "INFO", fmt: str = "console", stream: Any = None, *, cache: bool = False
 ) -> None:
@@ -200,6 +261,7 @@ def configure(
         numeric = logging.INFO
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        merge_lazy_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -42,11 +42,11 @@ and after each event, so nothing a handler binds leaks into the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import structlog
@@ -54,7 +54,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.core.crashpoints import crash_point
-from bot.core.logs import mask_text
+from bot.core.logs import LazyContext, mask_text
 from bot.inbox.handling import EventContext, EventHandler, GatewayLimits
 from bot.sinch.models import DeliveryReceipt, DeliveryStatus, InboundMessage
 from bot.storage.events import GW_ID, InboxEvent
@@ -288,18 +288,6 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
 
     # ------------------------------------------------------------ batches
 
-    @contextlib.contextmanager
-    def _logging(self, part: _InboxPartition, event: InboxEvent) -> Iterator[None]:
-        """Bind ``event``'s context to every log line while it is handled; reset it after
-        (whatever the handler bound is dropped too)."""
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**part.context, **log_context(event))
-        try:
-            yield
-        finally:
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(**part.context)
-
     def _decode(self, part: _InboxPartition, entry: Entry) -> _Item:
         item = _Item(entry.id, entry.fields)
         if entry.gone:
@@ -339,7 +327,7 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
             try:
                 # A hung handler must not stall its partition: a timeout is a failure of
                 # this entry (retried, then dead-lettered).
-                with self._logging(part, event):
+                with LazyContext(partial(log_context, event), part.context):
                     async with asyncio.timeout(self.handler_timeout):
                         await self.handler.handle(ctx)
             except _OUTAGE:
