@@ -146,6 +146,8 @@ class GatewayMetrics:
             buckets=HANDLER_BUCKETS,
             registry=self.registry,
         )
+        self._handler_seconds: dict[str, Histogram] = {}
+        """``handler_seconds``' child per kind."""
         self.handler_errors = Counter(
             "sinchbot_handler_errors",
             "Exceptions raised while handling an event, by root router (compliance, a "
@@ -162,7 +164,10 @@ class GatewayMetrics:
 
     def handled(self, kind: str, seconds: float) -> None:
         """The inbox's ``on_handled`` hook: one handler call of a ``kind`` event."""
-        self.handler_seconds.labels(kind).observe(seconds)
+        child = self._handler_seconds.get(kind)
+        if child is None:  # labels() looks the child up under a lock: once per kind
+            child = self._handler_seconds[kind] = self.handler_seconds.labels(kind)
+        child.observe(seconds)
 
     def handler_error(self, router: str, _exc: Exception) -> None:
         """The engine's ``on_error`` hook: handling raised in root router ``router``."""
