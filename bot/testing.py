@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Self
 
 import aiohttp
@@ -50,6 +51,7 @@ from aiohttp import web
 
 from bot.app.gateway import GATEWAY, Gateway, create_app
 from bot.app.plugins import Plugin
+from bot.conversation.flows import FlowView
 from bot.conversation.router import Router
 from bot.core.botconfig import BotConfig
 from bot.core.config import Settings
@@ -580,10 +582,21 @@ class BotTester:
         return keys, conversation_key(self.our_number, number)
 
     async def session(self, phone: Phone | str) -> Session:
-        """The conversation's stored session: ``state``, ``data`` and pending ``timers``."""
+        """The conversation's stored session: each plugin's ``flows`` and the pending
+        ``timers`` (one plugin's flow: :meth:`flow`)."""
         keys, conversation = self._keys(phone)
         raw: dict[bytes, bytes] = await self.redis.hgetall(keys.session(conversation))  # type: ignore[assignment]
         return Session.from_hash(conversation, raw)
+
+    async def flow(self, phone: Phone | str, plugin: str) -> FlowView:
+        """The stored flow of ``plugin`` (its router's name) in the conversation with
+        ``phone``: its ``state`` name and ``data`` (no state and no data when it has none)::
+
+            flow = await bot.flow(phone, "pizza")
+            assert (flow.state, flow.data) == (Pizza.size, {"toppings": []})
+        """
+        record = (await self.session(phone)).flows.get(plugin, {})
+        return FlowView(plugin, record.get("state"), MappingProxyType(record.get("data", {})))
 
     async def timeline(self, phone: Phone | str) -> list[dict[str, Any]]:
         """The conversation's timeline entries, oldest first (as the API shows them)."""

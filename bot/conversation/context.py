@@ -1,7 +1,8 @@
 """What a handler works with: :class:`Context`, and the :class:`Backend` seam under it.
 
 A :class:`Context` is built for one event. It exposes the event (``message``,
-``receipt``, timer ``payload``), the conversation's ``state`` and ``data``, and records what
+``receipt``, timer ``payload``), the handling plugin's own ``state`` and ``data`` (its
+*flow*: see :mod:`bot.conversation.flows`), and records what
 the handler wants done: replies (``reply``, ``reply_rcs``), state changes (``goto``,
 ``end``) and timers (``schedule``, ``cancel``). Nothing happens while the handler runs:
 when dispatch succeeds the engine hands every effect to the :class:`Backend` at once
@@ -20,16 +21,18 @@ atomically with the acknowledgement of the event.
 
 from __future__ import annotations
 
-import copy
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from types import EllipsisType, MappingProxyType
+from typing import Any, Final, Literal, Protocol
 
 import structlog
+from pydantic import BaseModel, ValidationError
 
-from bot.conversation.states import StateLike, States
+from bot.conversation.flows import LEGACY_FLOW, FlowIndex, FlowView, expiry_id, migrate
+from bot.conversation.states import State, StateLike, States
 from bot.core import fastjson
 from bot.core.clock import Clock, utc_now
 from bot.core.sms import SegmentInfo, segments
@@ -44,9 +47,10 @@ from bot.sinch.models import (
 )
 from bot.storage.events import OutboundRequest, prepare_rcs, prepare_sms
 from bot.storage.keys import handset_of
-from bot.storage.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
+from bot.storage.timers import TimeoutEvent, TimerEvent, TimerRef
 
 __all__ = [
+    "DEFAULT_FLOW",
     "PROMPT_KEY",
     "Backend",
     "Clock",
@@ -61,6 +65,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_FLOW: Final = "default"
+"""The flow of a context built outside an engine with routers (``Engine().context(...)``)."""
 
 PROMPT_KEY = "prompt"
 """Metadata key naming the prompt an outbound message asks (``ctx.reply(..., prompt=...)``);
@@ -94,12 +101,17 @@ class SessionSnapshot:
     """A conversation's stored session, as the engine loads it.
 
     Attributes:
-        state: The current state's name, or ``None`` outside any flow.
-        data: The session's data, a JSON object.
+        flows: Each flow's record by the name of its plugin (its root router):
+            ``{"state": ..., "data": {...}, "expiry": ...}`` (see
+            :mod:`bot.conversation.flows`). The engine never changes these objects.
+        state: The state of a session stored before flows had namespaces (``None``
+            otherwise); the engine migrates it into ``flows``.
+        data: The shared data of such a session (empty otherwise).
     """
 
+    flows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     state: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +165,14 @@ class Backend(Protocol):
         """Send ``reply`` (in the gateway: queue it in the outbox)."""
         ...
 
-    def save(self, state: str | None, data: dict[str, Any]) -> None:
-        """Store the session's new state and data."""
+    def save(
+        self,
+        flows: dict[str, dict[str, Any]],
+        transitions: Sequence[tuple[str, str | None, str | None]],
+    ) -> None:
+        """Store the session's flows (all of them: the changed ones are new objects, the
+        others those :meth:`load` gave), clearing a pre-namespace ``state`` and ``data``.
+        ``transitions`` lists the flows whose state changed: ``(flow, from, to)``."""
         ...
 
     def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:
@@ -185,9 +203,8 @@ class Context:
             :class:`TimerEvent` (also what :attr:`message`, :attr:`receipt` and
             :attr:`payload` read).
         kind: ``"message"``, ``"receipt"``, ``"timeout"`` or ``"timer"``.
-        data: The session's data, a JSON object the handler may change in place; saved
-            with the event when it differs from what was loaded. Shared by every plugin of
-            the conversation, and emptied by :meth:`end`.
+        flow: The name of the flow being handled: the plugin's (its root router's). The
+            engine sets it while it offers the event to that plugin's routers.
         settings: The settings of the handling router (or the engine's): a plugin's
             validated settings model.
         replies: The replies queued so far (:meth:`reply`, :meth:`reply_rcs`).
@@ -209,6 +226,8 @@ class Context:
         settings: Any = None,
         clock: Clock = utc_now,
         segment_budget: int | None = None,
+        index: FlowIndex | None = None,
+        flow: str = DEFAULT_FLOW,
     ) -> None:
         self.event: Event = event
         self.kind: EventKind = kind_of(event)
@@ -216,12 +235,18 @@ class Context:
         self.settings: Any = settings
         self.segment_budget = segment_budget
         self._clock = clock
+        self._index = index if index is not None else FlowIndex()
+        self.flow: str = flow
         session = backend.load()
-        self._loaded_state = session.state
-        # Most conversations have no data: nothing to copy then.
-        self._loaded_data = copy.deepcopy(session.data) if session.data else {}
-        self._state = session.state
-        self.data: dict[str, Any] = copy.deepcopy(self._loaded_data) if session.data else {}
+        loaded = session.flows
+        if session.state is not None or session.data:
+            # Outside an engine with routers, the context's one flow is the session's.
+            unowned = LEGACY_FLOW if self._index.names else flow
+            loaded = {**migrate(session.state, session.data, self._index, unowned), **loaded}
+        self._loaded: Mapping[str, Mapping[str, Any]] = loaded
+        """The flows as loaded (never changed: the baseline of what changed)."""
+        self._flows: dict[str, _Flow] = {}
+        """The flows this event looked at, by name (a flow's data is copied when first read)."""
         self._normalised_text: str | None = None
         """The message text as :class:`~bot.conversation.filters.Keyword` compares it,
         filled in by the first one."""
@@ -290,45 +315,149 @@ class Context:
 
     # -- the session ---------------------------------------------------------------
 
+    def _flow(self, name: str | None = None) -> _Flow:
+        name = self.flow if name is None else name
+        found = self._flows.get(name)
+        if found is None:
+            found = self._flows[name] = _Flow(name, self._loaded.get(name) or _EMPTY)
+        return found
+
+    def _enter(self, flow: str) -> None:
+        """Handle the event as the flow ``flow`` (the engine calls this per plugin)."""
+        self.flow = flow
+
     @property
-    def state(self) -> str | None:
-        """The name of the conversation's current state, or ``None``."""
-        return self._state
+    def state(self) -> State | None:
+        """The current state of this plugin's flow (``None``: none). A :class:`State`,
+        equal to its name: ``ctx.state == Order.size`` and ``ctx.state == "Order:size"``
+        both work; ``ctx.state.name`` is the name."""
+        return self._index.state(self.flow, self._flow().state)
 
-    def goto(self, state: StateLike) -> None:
-        """Move the conversation to ``state`` (a :class:`State` or a declared name).
+    @property
+    def data(self) -> dict[str, Any]:
+        """This plugin's data in the conversation, a JSON object the handler may change in
+        place; saved with the event when it differs from what was loaded. No other plugin
+        sees it; :meth:`end` empties it. (With a data model declared, :attr:`model` is the
+        validated view of it.)"""
+        return self._flow().data()
 
-        Leaving a state with a timeout cancels its expiry; entering one schedules it (also
-        when re-entering the same state, which restarts the clock)::
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:  # what `ctx.data = {...}` does
+        flow = self._flow()
+        flow.model = None
+        flow.values = value
 
-            ctx.goto(Booking.awaiting)   # expires in Booking.awaiting.timeout
+    @property
+    def model(self) -> Any:
+        """This plugin's data as the pydantic model its root router declares
+        (``Router(..., data=Order)``), validated when first read (an empty flow: the model's
+        defaults); changes to it are saved with the event. Handlers of such a router get it
+        as their ``data`` argument.
+
+        Raises:
+            TypeError: the router declares no data model.
+            ValueError: the stored data does not validate (pydantic's ``ValidationError``).
         """
-        target = States.resolve(state)
-        self._leave()
-        self._state = target.name
-        if target.timeout is not None:
+        flow = self._flow()
+        if flow.model is None:
+            model = self._index.models.get(flow.name)
+            if model is None:
+                raise TypeError(
+                    f"flow {flow.name!r} declares no data model: Router({flow.name!r}, data=...)"
+                )
+            try:
+                flow.model = model.model_validate(flow.data())
+            except ValidationError:
+                log.error("flow data does not fit its model", flow=flow.name, model=model.__name__)
+                raise
+        return flow.model
+
+    @property
+    def flows(self) -> Mapping[str, FlowView]:
+        """Every flow of the conversation with a state or data, by plugin name (this one's
+        included), read-only: what another plugin's flow is doing, for the rare handler
+        that must know (change only your own: :attr:`state`, :attr:`data`,
+        :meth:`end_all`)."""
+        views: dict[str, FlowView] = {}
+        for name in {**self._loaded, **self._flows}:
+            flow = self._flows.get(name)
+            if flow is None:
+                record = self._loaded[name]
+                state, data = record.get("state"), record.get("data") or _EMPTY
+            else:
+                state, data = flow.state, flow.current()
+            if state is not None or data:
+                views[name] = FlowView(name, state, MappingProxyType(data))
+        return MappingProxyType(views)
+
+    def goto(
+        self, state: StateLike, *, timeout: timedelta | float | EllipsisType | None = ...
+    ) -> None:
+        """Move this plugin's flow to ``state`` (a :class:`State` or a declared name).
+
+        Leaving a state with an expiry pending cancels it; entering one with a timeout
+        schedules one (also when re-entering the same state, which restarts the clock).
+        The timeout is the state's (fixed, or read from the settings when entering: see
+        :class:`State`) unless ``timeout`` gives this transition its own (a
+        :class:`~datetime.timedelta` or seconds; ``None``: no expiry this time)::
+
+            ctx.goto(Booking.awaiting)                           # the state's timeout
+            ctx.goto(Booking.awaiting, timeout=timedelta(minutes=10))
+
+        The expiry is a timer, stored with the event: durable across restarts, and handled
+        by ``@router.timeout(state)`` only while the flow is still in that state.
+        """
+        target = self._resolve(state)
+        flow = self._flow()
+        self._leave(flow)
+        flow.state = target.name
+        duration = target.timeout_for(self.settings) if timeout is ... else _timeout(timeout)
+        if duration is not None:
+            flow.expiry = expiry_id(flow.name)
             self._add(
                 TimerRef(
-                    STATE_TIMEOUT_ID,
+                    flow.expiry,
                     target.name,
-                    self.now() + target.timeout,
+                    self.now() + duration,
                     kind="timeout",
+                    flow=flow.name,
                 )
             )
 
-    def end(self) -> None:
-        """End the conversation's flow: no state, empty data, the state's expiry cancelled.
-        Named timers stay scheduled; cancel them explicitly."""
-        self._leave()
-        self._state = None
-        self.data.clear()
+    def _resolve(self, state: StateLike) -> State:
+        if isinstance(state, str):
+            known = self._index.states.get(self.flow, {}).get(state)
+            if known is not None:
+                return known
+        target = States.resolve(state)
+        self._index.states.setdefault(self.flow, {}).setdefault(target.name, target)
+        return target
 
-    def _leave(self) -> None:
-        if self._state is None:
-            return
-        current = States.get(self._state)
-        if current is None or current.timeout is not None:
-            self.cancel(STATE_TIMEOUT_ID)
+    def end(self) -> None:
+        """End this plugin's flow: no state, empty data, its state's expiry cancelled.
+        Other plugins' flows are not touched. Named timers stay scheduled; cancel them
+        explicitly."""
+        self._end(self._flow())
+
+    def end_all(self) -> None:
+        """End every flow of the conversation, every plugin's (as :meth:`end` does for
+        this one): for a handler that speaks for the whole conversation."""
+        for name in {**self._loaded, **self._flows}:
+            self._end(self._flow(name))
+
+    def _end(self, flow: _Flow) -> None:
+        self._leave(flow)
+        flow.state = None
+        flow.model = None
+        if flow.values is None:
+            flow.values = {}
+        else:
+            flow.values.clear()  # a handler's `data` argument is this dict
+
+    def _leave(self, flow: _Flow) -> None:
+        if flow.expiry is not None:
+            self.cancel(flow.expiry)
+            flow.expiry = None
 
     # -- timers --------------------------------------------------------------------
 
@@ -342,7 +471,8 @@ class Context:
         id: str | None = None,
     ) -> TimerRef:
         """Ask for the timer event ``name`` at ``at`` or after ``delay`` (seconds or a
-        timedelta), handled by ``@router.timer(name)`` with ``payload`` (any JSON value).
+        timedelta), handled by ``@router.timer(name)`` with ``payload`` (any JSON value),
+        of this plugin only (a timer comes back to the flow that scheduled it).
 
         Scheduling an ``id`` that is pending replaces that timer. Keep ``ref.id`` in
         ``ctx.data`` to cancel it later::
@@ -368,7 +498,7 @@ class Context:
             fastjson.dumps(payload)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"a timer's payload must be JSON-serialisable: {exc}") from exc
-        ref = TimerRef(id or uuid.uuid4().hex, name, when, payload)
+        ref = TimerRef(id or uuid.uuid4().hex, name, when, payload, flow=self.flow)
         self._add(ref)
         return ref
 
@@ -531,25 +661,104 @@ class Context:
 
     @property
     def session_changed(self) -> bool:
-        """Whether the state or the data differ from what was loaded."""
-        return self._state != self._loaded_state or self.data != self._loaded_data
+        """Whether any flow's state or data differ from what was loaded."""
+        return any(flow.changed() for flow in self._flows.values())
 
     def _commit(self) -> None:
         """Hand every effect to the backend (the engine calls this once dispatch succeeded)."""
-        changed = self.session_changed
-        if changed:
+        changed = [flow for flow in self._flows.values() if flow.changed()]
+        for flow in changed:
             try:
-                fastjson.dumps(self.data)
+                fastjson.dumps(flow.current())
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"session data must be JSON-serialisable: {exc}") from exc
+                raise TypeError(
+                    f"the data of flow {flow.name!r} must be JSON-serialisable: {exc}"
+                ) from exc
         for reply in self.replies:
             self.backend.queue(reply)
         if changed:
-            self.backend.save(self._state, self.data)
+            flows = {name: dict(record) for name, record in self._loaded.items()}
+            transitions: list[tuple[str, str | None, str | None]] = []
+            for flow in changed:
+                record = flow.record()
+                if record:
+                    flows[flow.name] = record
+                else:
+                    flows.pop(flow.name, None)
+                before = flow.loaded.get("state")
+                if before != flow.state:
+                    transitions.append((flow.name, before, flow.state))
+            self.backend.save(flows, transitions)
         if self.scheduled or self.cancelled:
             self.backend.update_timers(tuple(self.scheduled), tuple(self.cancelled))
         for write in self.writes:
             self.backend.apply(write)
 
     def __repr__(self) -> str:
-        return f"<Context {self.kind} state={self._state!r}>"
+        return f"<Context {self.kind} flow={self.flow!r} state={self._flow().state!r}>"
+
+
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def _timeout(value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise TypeError(f"timeout= takes a timedelta, seconds or None, not {value!r}")
+    duration = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if duration <= timedelta(0):
+        raise ValueError(f"a timeout must be positive, not {duration}")
+    return duration
+
+
+class _Flow:
+    """One flow as an event handles it: its state and expiry, and its data copied when
+    first read (most events read the data of few flows)."""
+
+    __slots__ = ("expiry", "loaded", "model", "name", "state", "values")
+
+    def __init__(self, name: str, loaded: Mapping[str, Any]) -> None:
+        self.name = name
+        self.loaded = loaded
+        self.state: str | None = loaded.get("state")
+        self.expiry: str | None = loaded.get("expiry")
+        self.values: dict[str, Any] | None = None
+        """The working copy of the data (``None``: not read yet, still as loaded)."""
+        self.model: BaseModel | None = None
+        """The validated data model handed out (:attr:`Context.model`), saved in place of
+        the values."""
+
+    def data(self) -> dict[str, Any]:
+        if self.values is None:
+            raw = self.loaded.get("data")
+            # A JSON-level copy: cheaper than copy.deepcopy for what a session can hold.
+            self.values = fastjson.loads(fastjson.dumps(raw)) if raw else {}
+        return self.values
+
+    def current(self) -> Mapping[str, Any]:
+        """The data as it stands (the model's, dumped, if one was handed out)."""
+        if self.model is not None:
+            return self.model.model_dump(mode="json")
+        if self.values is None:
+            return self.loaded.get("data") or _EMPTY
+        return self.values
+
+    def changed(self) -> bool:
+        if self.state != self.loaded.get("state") or self.expiry != self.loaded.get("expiry"):
+            return True
+        if self.values is None and self.model is None:
+            return False
+        return self.current() != (self.loaded.get("data") or {})
+
+    def record(self) -> dict[str, Any]:
+        """The flow as stored (empty: nothing to store)."""
+        record: dict[str, Any] = {}
+        if self.state is not None:
+            record["state"] = self.state
+        data = self.current()
+        if data:
+            record["data"] = dict(data)
+        if self.expiry is not None:
+            record["expiry"] = self.expiry
+        return record

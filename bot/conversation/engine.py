@@ -28,9 +28,18 @@ from typing import Any, Final
 
 import structlog
 
-from bot.conversation.context import Backend, Clock, Context, Event, EventKind, utc_now
+from bot.conversation.context import (
+    DEFAULT_FLOW,
+    Backend,
+    Clock,
+    Context,
+    Event,
+    EventKind,
+    utc_now,
+)
+from bot.conversation.flows import FlowIndex
 from bot.conversation.router import KINDS, HandlerSpec, Middleware, NextHandler, Router
-from bot.storage.timers import TimeoutEvent
+from bot.storage.timers import TimeoutEvent, TimerEvent
 
 __all__ = ["DEFAULT_SEGMENT_BUDGET", "Engine", "ErrorHook"]
 
@@ -63,13 +72,7 @@ def _wrap(middlewares: Iterable[Middleware], handler: NextHandler) -> NextHandle
 
 
 def _arguments(ctx: Context) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "ctx": ctx,
-        "event": ctx.event,
-        "state": ctx.state,
-        "data": ctx.data,
-        "settings": ctx.settings,
-    }
+    values: dict[str, Any] = {"ctx": ctx, "event": ctx.event, "settings": ctx.settings}
     if ctx.kind == "message":
         values.update(message=ctx.message, prompt=ctx.prompt)
     elif ctx.kind == "receipt":
@@ -77,6 +80,11 @@ def _arguments(ctx: Context) -> dict[str, Any]:
     elif ctx.kind == "timer":
         values["payload"] = ctx.payload
     return values
+
+
+def _handler_data(ctx: Context) -> Any:
+    """The ``data`` argument: the flow's data model if its router declares one."""
+    return ctx.model if ctx.flow in ctx._index.models else ctx.data
 
 
 def _has_fallbacks(root: Router) -> bool:
@@ -102,6 +110,8 @@ class Engine:
         segment_budget: The segment budget of replies (``None``: none).
         clock: The current time, for timers and ``ctx.now()``.
         on_error: The error hook (``None``: none).
+        index: The flows (one per root router, named after it), with the states their
+            handlers name and their data models.
     """
 
     def __init__(
@@ -124,9 +134,19 @@ class Engine:
                 if id(node) in seen:
                     raise ValueError(f"{node!r} is given to the engine twice")
                 seen.add(id(node))
+                if node.parent is not None and (node.data_model or node.legacy_keys):
+                    raise ValueError(
+                        f"{node!r} declares data= or legacy_keys=, which belong to the root "
+                        "router of its plugin (the flow is the whole tree's)"
+                    )
+        index = FlowIndex()
+        for router in routers:
+            states = [state for node in router.walk() for state in node.states()]
+            index.add(router.name, states, model=router.data_model, legacy_keys=router.legacy_keys)
         if segment_budget is not None and segment_budget < 1:
             raise ValueError("segment_budget must be at least 1 (or None for no budget)")
         self.routers = routers
+        self.index = index
         self.settings = settings
         self.segment_budget = segment_budget
         self.clock = clock
@@ -140,6 +160,8 @@ class Engine:
             settings=self.settings,
             clock=self.clock,
             segment_budget=self.segment_budget,
+            index=self.index,
+            flow=self.routers[0].name if self.routers else DEFAULT_FLOW,
         )
 
     def handlers(self) -> list[HandlerSpec]:
@@ -157,28 +179,43 @@ class Engine:
     async def dispatch(self, event: Event, backend: Backend) -> bool:
         """Handle ``event`` of ``backend``'s conversation; whether a handler ran.
 
-        A :class:`~bot.conversation.timers.TimeoutEvent` of a state the conversation has
-        already left is ignored (``False``).
+        Each root router sees its own flow (``ctx.state``, ``ctx.data``). A timer or a state
+        expiry goes only to the routers of the flow that scheduled it; a
+        :class:`~bot.conversation.timers.TimeoutEvent` of a state that flow has already left
+        is ignored (``False``).
         """
         ctx = self.context(event, backend)
-        if isinstance(event, TimeoutEvent) and ctx.state != event.state:
-            log.info("stale state timeout ignored", state=event.state, current=ctx.state)
-            return False
+        routers = self.routers
+        if isinstance(event, TimeoutEvent):
+            flow = event.flow
+            if flow is None:  # scheduled before flows had namespaces: the flow in that state
+                flow = next(
+                    (view.name for view in ctx.flows.values() if view.state == event.state), None
+                )
+            view = ctx.flows.get(flow) if flow is not None else None
+            if view is None or view.state != event.state:
+                log.info("stale state timeout ignored", state=event.state, flow=flow)
+                return False
+            routers = tuple(router for router in routers if router.name == flow)
+        elif isinstance(event, TimerEvent) and event.flow is not None:
+            routers = tuple(router for router in routers if router.name == event.flow)
         run = _Run(ctx.kind)
         arguments = _arguments(ctx)
-        current = self.routers[0] if self.routers else None
+        current = routers[0] if routers else None
         try:
-            for router in self.routers:
+            for router in routers:
                 current = router
+                self._enter(ctx, router, arguments)
                 await self._propagate(router, ctx, arguments, (), run)
                 if run.chosen is not None:
                     break
             if run.chosen is None and run.kind == "message":
                 run.fallback = True
-                for router in self.routers:
+                for router in routers:
                     if not _has_fallbacks(router):
                         continue
                     current = router
+                    self._enter(ctx, router, arguments)
                     await self._propagate(router, ctx, arguments, (), run)
                     if run.chosen is not None:
                         break
@@ -187,10 +224,17 @@ class Engine:
             self._report(current.name if current is not None else "engine", exc)
             raise
         if run.chosen is None:
-            log.debug("no handler", kind=ctx.kind, state=ctx.state)
+            log.debug("no handler", kind=ctx.kind)
         elif not run.called:
             log.debug("handler skipped by middleware", kind=ctx.kind, handler=run.chosen.qualname)
         return run.called
+
+    @staticmethod
+    def _enter(ctx: Context, root: Router, arguments: dict[str, Any]) -> None:
+        """Offer the event to ``root``'s plugin: its flow becomes the context's."""
+        ctx._enter(root.name)
+        arguments["state"] = ctx.state
+        arguments["data"] = ctx.data
 
     def _report(self, router: str, exc: Exception) -> None:
         if self.on_error is None:
@@ -242,7 +286,7 @@ class Engine:
         async def call(ctx: Context, arguments: dict[str, Any]) -> Any:
             run.called = True
             # Middleware may have moved the conversation on: hand over the live values.
-            arguments.update(state=ctx.state, data=ctx.data)
+            arguments.update(state=ctx.state, data=_handler_data(ctx))
             log.debug("handling", kind=run.kind, handler=spec.qualname)
             return await spec(arguments)
 

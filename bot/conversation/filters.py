@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeGuard, cast
 
 from bot.conversation.context import PROMPT_KEY, Context
-from bot.conversation.states import StateLike, States
+from bot.conversation.states import State, StateLike, States
 from bot.sinch.models import Channel, DeliveryStatus
 
 __all__ = [
@@ -354,15 +354,20 @@ StateSpec = StateLike | type[States] | None
 
 
 class StateIs(SyncFilter):
-    """The conversation is in one of ``states``: a :class:`State` or its name, a whole
+    """The plugin's flow is in one of ``states``: a :class:`State` or its name, a whole
     :class:`States` group, ``None`` for "no state", or ``"*"`` for any state (or none)::
 
         StateIs(Booking.awaiting)    StateIs(Booking)    StateIs(None)
+
+    This is what ``state=`` on the handler decorators builds
+    (``@router.message(Keyword("Y"), state=Booking.awaiting)``), which is the way to say
+    it; the filter itself is for expressions (``~StateIs(None)``, ``StateIs(A) | Keyword(...)``).
 
     Names must be declared (``ValueError`` otherwise), so a typo cannot silently never match.
 
     Attributes:
         names: The names of the states that match.
+        states: The states that match.
         none: Whether no state (outside any flow) matches.
         any: Whether every state matches (``"*"`` was given).
     """
@@ -372,20 +377,23 @@ class StateIs(SyncFilter):
             raise ValueError("StateIs() needs at least one state (None for no state)")
         self.any = ANY_STATE in states
         self.none = None in states
-        names: set[str] = set()
+        found: dict[int, State] = {}
         for spec in states:
             if spec is None or spec == ANY_STATE:
                 continue
             if isinstance(spec, type):
                 if not issubclass(spec, States):
                     raise TypeError(f"{spec.__name__} is not a States group")
-                names.update(state.name for state in spec.all())
+                for state in spec.all():
+                    found.setdefault(id(state), state)
             else:
-                names.add(States.resolve(spec).name)
-        self.names = frozenset(names)
+                state = States.resolve(spec)
+                found.setdefault(id(state), state)
+        self.states: tuple[State, ...] = tuple(found.values())
+        self.names = frozenset(state.name for state in self.states)
 
     def check(self, ctx: Context) -> FilterResult:
-        state = ctx.state
+        state = ctx._flow().state
         return self.any or (self.none if state is None else state in self.names)
 
     def __repr__(self) -> str:

@@ -20,9 +20,10 @@ A plugin builds one :class:`Router` and decorates its handlers::
 Handlers are ``async`` (plain functions work too) and get what they name, by parameter name:
 
 * every kind: ``ctx`` (the :class:`~bot.conversation.context.Context`), ``event`` (the event
-  itself), ``state`` (the current state's name, or ``None``), ``data`` (the session data, a
-  mutable dict) and ``settings`` (the router's settings, or its nearest ancestor's, or the
-  engine's);
+  itself), ``state`` (the plugin's current :class:`~bot.conversation.states.State`, or
+  ``None``), ``data`` (the plugin's data in the conversation: a mutable dict, or the
+  validated model when the root router declares one with ``data=``) and ``settings`` (the
+  router's settings, or its nearest ancestor's, or the engine's);
 * message handlers: ``message`` (the :class:`~bot.sinch.models.InboundMessage`) and
   ``prompt`` (the answered prompt's metadata, or ``None``);
 * receipt handlers: ``receipt`` (the :class:`~bot.sinch.models.DeliveryReceipt`) and
@@ -45,7 +46,7 @@ in aiogram). Middleware is ``async def mw(handler, ctx, arguments) -> Any`` and 
 * inner middleware (:meth:`Router.middleware`) runs around the handler that was chosen, for
   the router's handlers and its descendants', outermost router first.
 
-(aiogram calls the third argument ``data``; here ``arguments["data"]`` is the session data.)
+(aiogram calls the third argument ``data``; here ``arguments["data"]`` is the plugin's data.)
 A middleware that does not call on leaves the event unhandled: ``Engine.dispatch`` returns
 ``False``, and once a handler's filters matched no other handler is tried. Since the first
 match wins, catch-all handlers belong last: at the end of their router, in the last router.
@@ -69,6 +70,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from pydantic import BaseModel
+
 from bot.conversation.context import Context, EventKind
 from bot.conversation.filters import (
     ANY_STATE,
@@ -80,7 +83,7 @@ from bot.conversation.filters import (
     SyncFilter,
     evaluate,
 )
-from bot.conversation.states import StateLike, States
+from bot.conversation.states import State, StateLike, States
 from bot.storage.timers import TimeoutEvent, TimerEvent
 
 __all__ = [
@@ -239,8 +242,9 @@ def _listing(names: Iterable[str]) -> str:
 class _TimedOut(SyncFilter):
     """A timeout event of ``state``."""
 
-    def __init__(self, state: str) -> None:
-        self.state = state
+    def __init__(self, state: State) -> None:
+        self.target = state
+        self.state = state.name
 
     def check(self, ctx: Context) -> FilterResult:
         return isinstance(ctx.event, TimeoutEvent) and ctx.event.state == self.state
@@ -262,6 +266,19 @@ class _TimerNamed(SyncFilter):
         return f"TimerNamed({self.name!r})"
 
 
+def _states_named(flt: Filter) -> Iterator[State]:
+    """The states a filter (or a filter expression) names."""
+    if isinstance(flt, StateIs):
+        yield from flt.states
+    elif isinstance(flt, _TimedOut):
+        yield flt.target
+    for inner in getattr(flt, "filters", ()):
+        yield from _states_named(inner)
+    inner = getattr(flt, "filter", None)
+    if isinstance(inner, Filter):
+        yield from _states_named(inner)
+
+
 def _state_filter(state: StateSpec | Iterable[StateSpec]) -> tuple[Filter, ...]:
     if state == ANY_STATE:
         return ()
@@ -274,27 +291,50 @@ class Router:
     """A tree of handlers, filters and middleware; see the module documentation.
 
     Args:
-        name: Shown in logs and errors (a plugin's router: the plugin's name).
+        name: Shown in logs and errors (a plugin's router: the plugin's name). A root
+            router's name is also its flow's: where the session keeps the plugin's state
+            and data, so the engine's root routers have different names.
         settings: Injected as ``settings`` into this router's handlers and its descendants'
             (unless a descendant has its own).
         provides: Names of handler arguments that middleware (of this router or of an
             ancestor) adds to the arguments dict, so this router's handlers may ask for them.
+        data: A pydantic model of the flow's data (root routers only): handlers then get
+            ``data`` as that model, validated (``ctx.model``), and changes to it are saved.
+        legacy_keys: Keys of the shared data of sessions stored before each plugin had its
+            own, which are this plugin's: moved into its flow when such a session is loaded
+            (root routers only; see :mod:`bot.conversation.flows`).
 
     Attributes:
-        name: Shown in logs and errors.
+        name: Shown in logs and errors; a root router's flow.
         settings: Injected as ``settings`` into the handlers (a plugin's router gets its
             validated settings here when the plugin loads).
         provides: The argument names middleware adds.
+        data_model: The flow's data model (``None``: a plain dict).
+        legacy_keys: The pre-namespace data keys the flow claims.
         parent: The router this one is included in (:meth:`include`), or ``None``.
         children: The routers included in this one, in the order they are tried.
         outer: Outer middleware (:meth:`outer_middleware`), outermost first.
         inner: Inner middleware (:meth:`middleware`), outermost first.
     """
 
-    def __init__(self, name: str, *, settings: Any = None, provides: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: Any = None,
+        provides: Iterable[str] = (),
+        data: type[BaseModel] | None = None,
+        legacy_keys: Iterable[str] = (),
+    ) -> None:
+        if not name:
+            raise ValueError("a router needs a name")
+        if data is not None and not (isinstance(data, type) and issubclass(data, BaseModel)):
+            raise TypeError(f"data= takes a pydantic model class, not {data!r}")
         self.name = name
         self.settings = settings
         self.provides = frozenset(provides)
+        self.data_model = data
+        self.legacy_keys = tuple(legacy_keys)
         self.parent: Router | None = None
         self.children: list[Router] = []
         self.outer: list[Middleware] = []
@@ -345,8 +385,9 @@ class Router:
         return self._register("receipt", (*_state_filter(state), *filters))
 
     def timeout(self, state: StateLike, *filters: Filter) -> Callable[[H], H]:
-        """Register a handler of ``state``'s expiry (the state must have a timeout). It runs
-        only if the conversation is still in ``state`` when the expiry fires.
+        """Register a handler of ``state``'s expiry (its timeout, fixed or from the settings,
+        or the one ``ctx.goto(state, timeout=...)`` gave). It runs only if the plugin's flow
+        is still in ``state`` when the expiry fires.
 
         ::
 
@@ -355,10 +396,7 @@ class Router:
                 ctx.reply("We did not hear back; your booking is on hold.")
                 ctx.end()
         """
-        target = States.resolve(state)
-        if target.timeout is None:
-            raise ValueError(f"state {target.name!r} has no timeout, so it never expires")
-        return self._register("timeout", (_TimedOut(target.name), *filters))
+        return self._register("timeout", (_TimedOut(States.resolve(state)), *filters))
 
     def timer(self, name: str, *filters: Filter) -> Callable[[H], H]:
         """Register a handler of the named timer ``name`` (scheduled with
@@ -386,6 +424,15 @@ class Router:
             return callback
 
         return decorator
+
+    def states(self) -> tuple[State, ...]:
+        """The states this router's own handlers name (``state=``, ``StateIs``,
+        ``.timeout``), each once."""
+        found: dict[int, State] = {}
+        for spec in (*[s for kind in KINDS for s in self._handlers[kind]], *self._fallbacks):
+            for state in _states_named(spec.condition):
+                found.setdefault(id(state), state)
+        return tuple(found.values())
 
     def handlers(self, kind: EventKind, *, fallback: bool = False) -> tuple[HandlerSpec, ...]:
         """This router's own handlers of ``kind``, in registration order (``fallback``:

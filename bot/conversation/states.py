@@ -10,22 +10,46 @@ prefixed with the group's name::
 
     Booking.awaiting.name      # "Booking:awaiting"
     Booking.all()              # (Booking.awaiting, Booking.rescheduling)
-    States.get("Booking:awaiting") is Booking.awaiting
 
-The session stores the name, so names must be unique across every plugin a gateway runs:
-two groups declaring the same name is an error at import time. Give a group an explicit
-name when its class name is too generic: ``class Booking(States, name="appointments.booking")``.
+Each plugin's flow keeps its own state (see :mod:`bot.conversation.context`), so a name
+only has to be unique within the plugin declaring it: two plugins may both declare
+``class Order(States)``, and their ``Order:size`` states never meet (the session stores each
+under its plugin's name). The ``name=`` keyword (``class Booking(States, name="visit")``)
+still renames a group, for instance to keep the names stored by an earlier version.
 
 A state with a ``timeout`` expires: entering it (``ctx.goto``) schedules an expiry, and the
-expiry is an event handled by ``@router.timeout(state)`` handlers, never a silent reset.
+expiry is an event handled by ``@router.timeout(state)`` handlers, never a silent reset. The
+timeout is a duration, or comes from the plugin's settings when the state is entered
+(``State(timeout="order_timeout")`` reads ``settings.order_timeout``), or is given per
+transition (``ctx.goto(state, timeout=...)``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
-__all__ = ["State", "StateLike", "States"]
+__all__ = ["State", "StateLike", "States", "Timeout"]
+
+Timeout = timedelta | float | str | Callable[[Any], "timedelta | float | None"] | None
+"""A state's timeout: a duration (a :class:`~datetime.timedelta` or seconds), the name of a
+settings attribute holding one, a function of the settings returning one, or ``None``
+(never expires)."""
+
+
+def _duration(value: object, what: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        duration = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        duration = timedelta(seconds=value)
+    else:
+        raise TypeError(f"{what} must be a timedelta or seconds, not {value!r}")
+    if duration <= timedelta(0):
+        raise ValueError(f"{what} must be positive, not {duration}")
+    return duration
 
 
 class State:
@@ -33,25 +57,38 @@ class State:
 
     Args:
         timeout: How long the conversation may stay in this state before an expiry event
-            fires (a :class:`~datetime.timedelta` or seconds). ``None``: never expires.
+            fires (see :data:`Timeout`): a :class:`~datetime.timedelta` or seconds; the
+            name of an attribute of the plugin's settings (``"order_timeout"``); a function
+            taking the settings; or ``None`` (never expires, unless ``ctx.goto`` gives a
+            timeout).
 
-    A state compares equal to its name, so ``ctx.state == Booking.awaiting`` works whether
-    ``ctx.state`` holds the name (it does) or the state itself.
+    A state compares equal to its name, so ``ctx.state == Booking.awaiting`` and
+    ``ctx.state == "Booking:awaiting"`` both work.
 
     Attributes:
-        timeout: How long the conversation may stay in the state (``None``: for ever).
+        timeout: The fixed timeout (``None`` when there is none, or when it comes from the
+            settings: see :meth:`timeout_for`).
     """
 
-    __slots__ = ("_attr", "_group", "timeout")
+    __slots__ = ("_attr", "_from_settings", "_group", "timeout")
 
-    def __init__(self, timeout: timedelta | float | None = None) -> None:
-        if timeout is not None and not isinstance(timeout, timedelta):
-            timeout = timedelta(seconds=timeout)
-        if timeout is not None and timeout <= timedelta(0):
-            raise ValueError(f"a state's timeout must be positive, not {timeout}")
-        self.timeout: timedelta | None = timeout
+    def __init__(self, timeout: Timeout = None) -> None:
+        self._from_settings: str | Callable[[Any], timedelta | float | None] | None = None
+        if isinstance(timeout, str) or callable(timeout):
+            if isinstance(timeout, str) and not timeout:
+                raise ValueError("a state's timeout setting needs a name")
+            self._from_settings = timeout
+            timeout = None
+        self.timeout: timedelta | None = _duration(timeout, "a state's timeout")
         self._attr: str | None = None
         self._group: str | None = None
+
+    @classmethod
+    def _named(cls, name: str) -> State:
+        """A state known only by its stored name (no group declares it any more)."""
+        state = cls()
+        state._group, _, state._attr = name.rpartition(":")
+        return state
 
     def __set_name__(self, owner: type, attr: str) -> None:
         if self._attr is not None:
@@ -75,11 +112,42 @@ class State:
         """The name of the group the state belongs to (``"Booking"``)."""
         return self.name.rsplit(":", 1)[0]
 
+    @property
+    def expires(self) -> bool:
+        """Whether entering the state schedules an expiry by itself (a fixed timeout or one
+        from the settings)."""
+        return self.timeout is not None or self._from_settings is not None
+
+    def timeout_for(self, settings: Any) -> timedelta | None:
+        """The timeout entering the state schedules, given the plugin's ``settings``.
+
+        Raises:
+            TypeError: the timeout comes from a setting the settings do not have, or that
+                is not a duration.
+        """
+        source = self._from_settings
+        if source is None:
+            return self.timeout
+        if isinstance(source, str):
+            if not hasattr(settings, source):
+                raise TypeError(
+                    f"state {self.name!r} takes its timeout from settings.{source}, which "
+                    f"{type(settings).__name__} does not have"
+                )
+            value = getattr(settings, source)
+        else:
+            value = source(settings)
+        return _duration(value, f"the timeout of state {self.name!r}")
+
     def __str__(self) -> str:
         return self.name
 
     def __repr__(self) -> str:
         timeout = f", timeout={self.timeout}" if self.timeout else ""
+        if isinstance(self._from_settings, str):
+            timeout = f", timeout=settings.{self._from_settings}"
+        elif self._from_settings is not None:
+            timeout = ", timeout=<from settings>"
         label = self.name if self._attr is not None else "<unnamed>"
         return f"State({label}{timeout})"
 
@@ -106,8 +174,9 @@ class States:
 
     __state_group__: ClassVar[str] = ""
     __states__: ClassVar[tuple[State, ...]] = ()
-    _registry: ClassVar[dict[str, tuple[str, State]]] = {}
-    """Every declared state by name, with the qualified name of the class declaring it."""
+    _registry: ClassVar[dict[str, dict[str, State]]] = {}
+    """Every declared state by name, then by the qualified name of the class declaring it
+    (two plugins may declare the same name)."""
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -119,14 +188,7 @@ class States:
         owner = f"{cls.__module__}.{cls.__qualname__}"
         for state in own:
             state._group = group
-            known = States._registry.get(state.name)
-            if known is not None and known[0] != owner:
-                raise ValueError(
-                    f"state {state.name!r} is already declared by {known[0]}; give one of "
-                    f"the groups its own name: class {cls.__name__}(States, name='...')"
-                )
-        for state in own:
-            States._registry[state.name] = (owner, state)
+            States._registry.setdefault(state.name, {})[owner] = state
         inherited = [s for base in reversed(cls.__mro__[1:]) for s in vars(base).values()]
         seen: dict[str, State] = {}
         for state in [*inherited, *own]:
@@ -142,31 +204,37 @@ class States:
         """The group's states in declaration order (inherited ones first); on
         :class:`States` itself, every state declared anywhere."""
         if cls is States:
-            return tuple(state for _, state in States._registry.values())
+            return tuple(state for found in States._registry.values() for state in found.values())
         return cls.__states__
 
     @classmethod
     def get(cls, name: str) -> State | None:
-        """The state called ``name`` in this group (on :class:`States` itself: in any
-        group), or ``None``.
+        """The state called ``name`` in this group, or ``None``. On :class:`States` itself:
+        the one state of that name in any group (``None`` when none, or several groups of
+        different plugins, declare it).
 
         >>> States.get("Booking:awaiting")  # doctest: +SKIP
         State(Booking:awaiting, timeout=2:00:00)
         """
         if cls is States:
-            entry = States._registry.get(name)
-            return None if entry is None else entry[1]
+            found = States._registry.get(name)
+            return next(iter(found.values())) if found is not None and len(found) == 1 else None
         return next((state for state in cls.__states__ if state.name == name), None)
 
     @classmethod
     def resolve(cls, state: StateLike) -> State:
         """``state`` itself, or the declared state of that name; ``ValueError`` for a name
-        no group declares."""
+        no group declares, or several do (then pass the :class:`State` itself)."""
         if isinstance(state, State):
             if state._attr is None:
                 raise TypeError(f"{state!r} was never assigned to a States class attribute")
             return state
-        found = States.get(state)
-        if found is None:
+        found = States._registry.get(state, {})
+        if len(found) > 1:
+            raise ValueError(
+                f"several groups declare a state named {state!r} ({', '.join(sorted(found))}); "
+                "pass the State itself"
+            )
+        if not found:
             raise ValueError(f"no States group declares a state named {state!r}")
-        return found
+        return next(iter(found.values()))

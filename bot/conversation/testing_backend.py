@@ -6,7 +6,7 @@ back what the handlers did::
     backend = MemoryBackend()
     assert await engine.dispatch(inbound("book"), backend)
     assert backend.texts == ["Which day suits you?"]
-    assert backend.state == "Booking:day"
+    assert backend.flow("booking").state == "Booking:day"
 
     # the handset answers that exact message (its metadata is echoed back):
     await engine.dispatch(inbound("Tue", answering=backend.replies[-1]), backend)
@@ -19,9 +19,11 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 from bot.conversation.context import Reply, SessionSnapshot, Write
+from bot.conversation.flows import FlowView
 from bot.sinch.models import (
     Channel,
     DeliveryReceipt,
@@ -50,35 +52,49 @@ class MemoryBackend:
 
     Attributes:
         conversation: The conversation key.
-        state: The stored state's name.
-        data: The stored session data.
+        flows: The stored flows, by plugin (root router) name: ``{"state": ..., "data":
+            ..., "expiry": ...}`` (read one with :meth:`flow`).
+        state: The state of a session stored before flows had namespaces (set it, with
+            ``data``, to start from such a session; the engine migrates it, and a save
+            clears both).
+        data: That session's shared data.
         replies: Every reply queued, in order.
         timers: Pending timers by id, as the backend applied the handlers' requests.
         saves: How many times the session was saved.
-        history: The state after each save, in order.
+        history: After each save, the state transitions it made: ``(flow, from, to)``.
         writes: The storage writes handlers asked for (``ctx.on_commit``), not run.
     """
 
     conversation: str = conversation_key(OURS, HANDSET)
+    flows: dict[str, dict[str, Any]] = field(default_factory=dict)
     state: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     replies: list[Reply] = field(default_factory=list)
     timers: dict[str, TimerRef] = field(default_factory=dict)
     saves: int = 0
-    history: list[str | None] = field(default_factory=list)
+    history: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
 
     def load(self) -> SessionSnapshot:
-        return SessionSnapshot(self.state, self.data)  # the context works on a copy
+        return SessionSnapshot(self.flows, self.state, self.data)  # never changed in place
+
+    def flow(self, name: str) -> FlowView:
+        """The stored flow of the plugin ``name`` (no state and no data when it has none)."""
+        record = self.flows.get(name, {})
+        return FlowView(name, record.get("state"), MappingProxyType(record.get("data", {})))
+
+    def save(
+        self,
+        flows: dict[str, dict[str, Any]],
+        transitions: Sequence[tuple[str, str | None, str | None]],
+    ) -> None:
+        self.flows = copy.deepcopy(flows)
+        self.state, self.data = None, {}
+        self.saves += 1
+        self.history.extend(transitions)
 
     def queue(self, reply: Reply) -> None:
         self.replies.append(reply)
-
-    def save(self, state: str | None, data: dict[str, Any]) -> None:
-        self.state = state
-        self.data = copy.deepcopy(data)
-        self.saves += 1
-        self.history.append(state)
 
     def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:
         for timer_id in cancelled:

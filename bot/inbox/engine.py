@@ -45,17 +45,24 @@ class EventContextBackend:
         return self.ctx.conversation
 
     def load(self) -> SessionSnapshot:
-        return SessionSnapshot(self.ctx.session.state, self.ctx.session.data)
+        session = self.ctx.session
+        return SessionSnapshot(session.flows, session.state, session.data)
 
     def queue(self, reply: Reply) -> None:
         self.ctx.queue(reply.request)
 
-    def save(self, state: str | None, data: dict[str, Any]) -> None:
+    def save(
+        self,
+        flows: dict[str, dict[str, Any]],
+        transitions: Sequence[tuple[str, str | None, str | None]],
+    ) -> None:
+        """Store the flows in the session (a pre-namespace ``state`` and ``data`` are
+        cleared: migrated), and each state change on the timeline."""
         session = self.ctx.session
-        if state != session.state:
-            self.ctx.record("state", {"from": session.state, "to": state})
-        session.state = state
-        session.data = data
+        for flow, before, after in transitions:
+            self.ctx.record("state", {"flow": flow, "from": before, "to": after})
+        session.flows = flows
+        session.state, session.data = None, {}
         self.ctx.save()
 
     def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:

@@ -26,8 +26,10 @@ from typing import Any, Literal
 __all__ = ["STATE_TIMEOUT_ID", "TimeoutEvent", "TimerEvent", "TimerRef"]
 
 STATE_TIMEOUT_ID = "state-timeout"
-"""The id of a conversation's state expiry: one conversation is in one state at a time, so
-it has at most one pending expiry, replaced on every ``goto`` into a state with a timeout."""
+"""The id of a flow's state expiry, followed by ``:<flow>`` (the plugin's name): each flow of
+a conversation is in one state at a time, so it has at most one pending expiry, replaced on
+every ``goto`` into a state with a timeout. (Sessions stored before flows had namespaces
+have their one expiry under this id alone.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +41,12 @@ class TimeoutEvent:
 
     Attributes:
         state: The name of the state that expired.
+        flow: The flow (the plugin's name) whose state it is; ``None`` for an expiry
+            scheduled before flows had namespaces (the flow in that state then takes it).
     """
 
     state: str
+    flow: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +58,15 @@ class TimerEvent:
         name: The timer's (or command's) name, as ``@router.timer(name)`` takes it.
         payload: What it was scheduled (or posted) with, a JSON value.
         id: The timer's id (``ctx.schedule(..., id=...)``, by default a fresh one).
+        flow: The flow (the plugin's name) that scheduled it, the only one it is offered
+            to; ``None`` for a command (or a timer scheduled before flows had namespaces):
+            offered to every plugin.
     """
 
     name: str
     payload: Any = None
     id: str = ""
+    flow: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,8 @@ class TimerRef:
         at: When it is due (UTC).
         payload: What the handler receives as ``payload``, a JSON value.
         kind: ``"timer"``, ``"timeout"`` or ``"command"``.
+        flow: The flow (the plugin's name) that scheduled it (``None``: every flow, as for
+            commands).
     """
 
     id: str
@@ -84,6 +95,7 @@ class TimerRef:
     at: datetime
     payload: Any = None
     kind: Literal["timer", "timeout", "command"] = "timer"
+    flow: str | None = None
 
     def event(self) -> TimerEvent | TimeoutEvent:
         """The event to dispatch when the timer is due.
@@ -93,18 +105,21 @@ class TimerRef:
         TimerEvent(name='nudge', payload={'n': 1}, id='t1')
         """
         if self.kind == "timeout":
-            return TimeoutEvent(self.name)
-        return TimerEvent(self.name, self.payload, self.id)
+            return TimeoutEvent(self.name, self.flow)
+        return TimerEvent(self.name, self.payload, self.id, self.flow)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object for storage (see :meth:`from_json`)."""
-        return {
+        value: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "at": self.at.isoformat(),
             "payload": self.payload,
             "kind": self.kind,
         }
+        if self.flow is not None:
+            value["flow"] = self.flow
+        return value
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> TimerRef:
@@ -118,4 +133,5 @@ class TimerRef:
             at=datetime.fromisoformat(str(value["at"])),
             payload=value.get("payload"),
             kind=kind,
+            flow=None if value.get("flow") is None else str(value["flow"]),
         )

@@ -1,11 +1,13 @@
 """The appointments conversation: reminder, answer, nudge, outcome.
 
 Every change to an appointment happens here, in the handlers of the conversation that owns
-it (one writer, events in order). The live copy of each appointment is in the session, under
-``ctx.data["appointments"][id]``; after each change the handler writes the whole document to
-its key in the event's batch (:meth:`~bot.conversation.context.Context.on_commit`), and
-forwards ``appointment.<status>`` for an outcome. The handlers never touch the session's
-state or other keys of its data, so other flows can run in the same conversation.
+it (one writer, events in order). The live copy of each appointment is in the plugin's flow
+of the session, under ``ctx.data["appointments"][id]``; after each change the handler writes
+the whole document to its key in the event's batch
+(:meth:`~bot.conversation.context.Context.on_commit`), and forwards ``appointment.<status>``
+for an outcome. The plugin's data is its own (another plugin's flow in the same
+conversation never sees it); sessions stored before plugins had their own data had it
+under the same key of the shared data, which the router claims (``legacy_keys``).
 
 The life of one appointment::
 
@@ -86,7 +88,7 @@ PROMPT: Final = "appointment"
 APPOINTMENT: Final = "appointment"
 """Metadata key naming the appointment a prompt is about."""
 DATA_KEY: Final = "appointments"
-"""The session data key holding this plugin's appointments (id → document)."""
+"""The key of the plugin's data holding its appointments (id → document)."""
 CREATE: Final = "appointments.create"
 """Command: a new appointment (payload: its document)."""
 CANCEL: Final = "appointments.cancel"
@@ -256,7 +258,7 @@ def build_router(settings: AppointmentSettings | None) -> Router:
     """The appointments router, configured with ``settings`` (``None``: the defaults)."""
     settings = settings if settings is not None else AppointmentSettings()
     flow = _Flow(settings)
-    router = Router("appointments", settings=settings)
+    router = Router("appointments", settings=settings, legacy_keys=(DATA_KEY,))
 
     def answering(step: str | None = None, *, unrecognised: bool = False) -> Custom:
         """Matches a message answering one of our appointments (in ``step``, if given);

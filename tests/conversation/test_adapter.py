@@ -95,8 +95,9 @@ async def test_replies_reach_the_outbox_and_the_session_is_saved(redis: Redis) -
     await commit(ctx, store)
 
     assert outcome.handled
+    expiry = f"{STATE_TIMEOUT_ID}:booking"  # the booking plugin's flow's expiry
     assert [(ref.id, ref.name, ref.kind) for ref in outcome.scheduled] == [
-        (STATE_TIMEOUT_ID, Booking.asked.name, "timeout")
+        (expiry, Booking.asked.name, "timeout")
     ]  # left for the timer wiring
     entries = await redis.xrange(keys.outbox)
     assert len(entries) == 1
@@ -106,23 +107,26 @@ async def test_replies_reach_the_outbox_and_the_session_is_saved(redis: Redis) -
     assert request.body["metadata"]["prompt"] == "slot"
     assert request.body["metadata"][GW_ID] == request.gw_id
     session = await load(redis, keys)
-    assert (session.version, session.state, session.data) == (
+    assert (session.version, session.flows) == (
         1,
-        Booking.asked.name,
-        {"offered": "t10"},
+        {"booking": {"state": Booking.asked.name, "data": {"offered": "t10"}, "expiry": expiry}},
     )
     entries_on_timeline = await timeline.read(redis, keys, CONV)
     assert [e["kind"] for e in entries_on_timeline] == ["inbound", "outbound", "state"]
-    assert entries_on_timeline[-1]["data"] == {"from": None, "to": Booking.asked.name}
+    assert entries_on_timeline[-1]["data"] == {
+        "flow": "booking",
+        "from": None,
+        "to": Booking.asked.name,
+    }
 
     # The handset answers the prompt; the provider echoes its metadata.
     ctx = EventContext(
         message("y", request.body["metadata"]), keys, Batch(), await load(redis, keys)
     )
-    assert (await handler.process(ctx)).cancelled == (STATE_TIMEOUT_ID,)
+    assert (await handler.process(ctx)).cancelled == (expiry,)
     await commit(ctx, store)
     session = await load(redis, keys)
-    assert (session.version, session.state, session.data) == (2, None, {})
+    assert (session.version, session.flows) == (2, {})
     assert [
         OutboundRequest.from_fields(*e, partition=3).text for e in await redis.xrange(keys.outbox)
     ] == ["Tue 10:00 is free. Reply Y to take it.", "Booked t10."]
@@ -151,7 +155,7 @@ async def test_timers_are_stored_with_the_event_batch(redis: Redis) -> None:
         await handler.handle(ctx)
     await commit(ctx, store)
     assert not [entry for entry in logs if entry["log_level"] == "warning"]
-    member = timer_member(CONV, STATE_TIMEOUT_ID)
+    member = timer_member(CONV, f"{STATE_TIMEOUT_ID}:booking")
     assert await redis.zrange(keys.timers, 0, -1) == [member.encode()]
     stored = TimerRef.from_json(json.loads(await redis.hget(keys.timer_data, member) or b"{}"))
     assert (stored.kind, stored.name) == ("timeout", Booking.asked.name)
@@ -184,7 +188,8 @@ async def test_the_inbox_consumer_runs_the_engine(redis: Redis) -> None:
             async with asyncio.timeout(10):
                 while True:
                     session = await load(redis, keys)
-                    if (session.state, session.version) == (expected, version):
+                    state = session.flows.get("booking", {}).get("state")
+                    if (state, session.version) == (expected, version):
                         return
                     await asyncio.sleep(0.02)
 

@@ -151,7 +151,7 @@ def test_context_exposes_the_event() -> None:
     )
     assert ctx.prompt == {"prompt": "p", GW_ID: "g"}
     assert ctx.now() == T0
-    assert repr(ctx) == "<Context message state='context.visit:noted'>"
+    assert repr(ctx) == "<Context message flow='default' state='context.visit:noted'>"
     timer, _ = make(TimerEvent("t", payload=[1, 2]))
     assert (timer.kind, timer.payload, timer.text, timer.prompt, timer.message) == (
         "timer",
@@ -172,15 +172,21 @@ def test_goto_a_state_with_a_timeout_schedules_its_expiry() -> None:
     ctx.goto(Visit.asked)
     assert ctx.state == Visit.asked
     assert ctx.scheduled == [
-        TimerRef(STATE_TIMEOUT_ID, Visit.asked.name, T0 + timedelta(hours=2), kind="timeout")
+        TimerRef(
+            f"{STATE_TIMEOUT_ID}:default",
+            Visit.asked.name,
+            T0 + timedelta(hours=2),
+            kind="timeout",
+            flow="default",
+        )
     ]
-    assert ctx.scheduled[0].event() == TimeoutEvent(Visit.asked.name)
+    assert ctx.scheduled[0].event() == TimeoutEvent(Visit.asked.name, "default")
     assert ctx.cancelled == []
 
 
 def test_leaving_a_timed_state_cancels_its_expiry_and_reentering_restarts_it() -> None:
     clock = FakeClock()
-    ctx, _ = make(clock=clock, state=Visit.asked.name)
+    ctx, _ = make(clock=clock, state=Visit.asked.name)  # stored before flows: its legacy id
     ctx.goto(Visit.noted)
     assert (ctx.scheduled, ctx.cancelled) == ([], [STATE_TIMEOUT_ID])
     ctx.goto("context.visit:rescheduling")
@@ -189,7 +195,7 @@ def test_leaving_a_timed_state_cancels_its_expiry_and_reentering_restarts_it() -
     assert [(r.name, r.at) for r in ctx.scheduled] == [
         (Visit.rescheduling.name, T0 + timedelta(seconds=660))
     ]
-    assert ctx.cancelled == [STATE_TIMEOUT_ID]
+    assert ctx.cancelled == [STATE_TIMEOUT_ID, f"{STATE_TIMEOUT_ID}:default"]
     with pytest.raises(ValueError, match="no States group declares"):
         ctx.goto("context.visit:nope")
 
@@ -233,18 +239,17 @@ async def test_the_session_is_saved_only_when_it_changed() -> None:
         ctx.end()
 
     engine = Engine(router)
-    backend = MemoryBackend(state=Visit.noted.name, data={"n": 1})
+    backend = MemoryBackend(flows={"r": {"state": Visit.noted.name, "data": {"n": 1}}})
     for text in ("look", "same"):
         await engine.dispatch(inbound(text), backend)
     assert backend.saves == 0
     await engine.dispatch(inbound("count"), backend)
-    assert (backend.saves, backend.data) == (1, {"n": 2})
+    assert (backend.saves, backend.flow("r").data) == (1, {"n": 2})
     await engine.dispatch(inbound("done"), backend)
-    assert (backend.saves, backend.state, backend.data, backend.history) == (
+    assert (backend.saves, backend.flows, backend.history) == (
         2,
-        None,
         {},
-        [Visit.noted.name, None],
+        [("r", Visit.noted.name, None)],
     )
 
 
@@ -257,9 +262,9 @@ async def test_session_data_must_stay_json() -> None:
         ctx.data["when"] = datetime.now(UTC)
 
     backend = MemoryBackend()
-    with pytest.raises(TypeError, match="session data must be JSON-serialisable"):
+    with pytest.raises(TypeError, match="data of flow 'r' must be JSON-serialisable"):
         await Engine(router).dispatch(inbound("x"), backend)
-    assert (backend.replies, backend.data) == ([], {})
+    assert (backend.replies, backend.flows) == ([], {})
 
 
 # --------------------------------------------------------------------------- timers
@@ -279,7 +284,7 @@ def test_schedule_records_timers_with_payloads() -> None:
     )
     assert len(ref.id) == 32
     assert at.id == "call-7"
-    assert ref.event() == TimerEvent("nudge", {"n": 1}, ref.id)
+    assert ref.event() == TimerEvent("nudge", {"n": 1}, ref.id, "default")
     assert ctx.scheduled == [ref, at, later]
     again = ctx.schedule("call", delay=5, id="call-7")  # the same id replaces
     assert ctx.scheduled == [ref, later, again]
@@ -349,17 +354,18 @@ async def test_timers_are_applied_cancel_first_and_fire_their_handlers() -> None
     for ref in backend.due(clock.advance(7200)):
         await engine.dispatch(ref.event(), backend)
     assert calls == [{"n": 1}, "expired"]
-    assert (backend.state, backend.timers) == (None, {})
+    assert (backend.flow("r").state, backend.timers) == (None, {})
 
     await engine.dispatch(inbound("start"), backend)
     await engine.dispatch(inbound("stop"), backend)
-    assert (backend.state, backend.timers) == (Visit.noted.name, {})
+    assert (backend.flow("r").state, backend.timers) == (Visit.noted.name, {})
 
 
 def test_timer_refs_round_trip_through_json() -> None:
     ref = TimerRef("id1", "nudge", T0, {"n": [1, 2]})
     timeout = TimerRef(STATE_TIMEOUT_ID, Visit.asked.name, T0, kind="timeout")
-    for item in (ref, timeout):
+    owned = TimerRef("t2", "nudge", T0, kind="timer", flow="reminders")
+    for item in (ref, timeout, owned):
         assert TimerRef.from_json(item.to_json()) == item
     with pytest.raises(ValueError, match="unknown timer kind"):
         TimerRef.from_json({**ref.to_json(), "kind": "alarm"})
@@ -405,9 +411,10 @@ async def test_delivered_but_no_reply_within_a_time_and_failed_receipts() -> Non
     for backend in (answered, silent, failing):
         for ref in backend.due(clock.now):
             await engine.dispatch(ref.event(), backend)
-    assert answered.data == {"confirmed": True}
-    assert silent.data == {"waiting": silent.data["waiting"], "no_reply": True}
-    assert failing.data == {"undeliverable": "expired"}
+    assert answered.flow("reminders").data == {"confirmed": True}
+    waiting = silent.flow("reminders").data["waiting"]
+    assert silent.flow("reminders").data == {"waiting": waiting, "no_reply": True}
+    assert failing.flow("reminders").data == {"undeliverable": "expired"}
 
 
 # --------------------------------------------------------------------------- prompt correlation

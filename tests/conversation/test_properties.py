@@ -112,6 +112,9 @@ steps = st.one_of(
 )
 
 
+EXPIRY = f"{STATE_TIMEOUT_ID}:quiz"
+
+
 async def drive(sequence: list[Step]) -> None:
     clock = FakeClock()
     engine = Engine(router, clock=clock)
@@ -133,17 +136,19 @@ async def drive(sequence: list[Step]) -> None:
             handled = await engine.dispatch(event, backend)
             assert len(calls) - before == int(handled) <= 1
             assert len(backend.replies) - replies_before <= 1
-            assert backend.state in DECLARED
-            expiry = backend.timers.get(STATE_TIMEOUT_ID)
-            if backend.state == Quiz.asking.name:
+            flow = backend.flow("quiz")
+            assert flow.state in DECLARED
+            expiry = backend.timers.get(EXPIRY)
+            if flow.state == Quiz.asking.name:
                 assert expiry is not None
                 assert expiry.name == Quiz.asking.name
                 assert expiry.at > clock.now
             else:
                 assert expiry is None
-            assert set(backend.timers) <= {STATE_TIMEOUT_ID}
-            if backend.state is None:
-                assert backend.data == {}
+            assert set(backend.timers) <= {EXPIRY}
+            assert set(backend.flows) <= {"quiz"}
+            if flow.state is None:
+                assert flow.data == {}
 
 
 @settings(max_examples=300, deadline=None)

@@ -74,11 +74,16 @@ def test_subclasses_inherit_states() -> None:
     assert Extended.all() == (*Visit.all(), Extended.extra)
 
 
-def test_two_groups_may_not_declare_the_same_name() -> None:
-    with pytest.raises(ValueError, match=r"already declared by .*test_states\.Visit"):
+def test_two_plugins_may_declare_the_same_name_then_only_objects_resolve() -> None:
+    # Each plugin's flow keeps its own state, so names need only be unique per plugin.
+    class Visit(States):  # the same name as the module's group, declared elsewhere
+        asked = State()
 
-        class Visit(States):  # the same name as the module's group
-            asked = State()
+    assert Visit.asked.name == "Visit:asked" == globals()["Visit"].asked.name
+    assert States.get("Visit:asked") is None  # ambiguous by name alone
+    with pytest.raises(ValueError, match="several groups declare"):
+        States.resolve("Visit:asked")
+    assert States.resolve(Visit.asked) is Visit.asked
 
     class Other(States, name="other.visit"):
         asked = State()

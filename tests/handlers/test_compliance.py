@@ -289,7 +289,8 @@ async def test_stop_leaves_a_flow_in_progress_as_it_is(inbox: Inbox, redis: Redi
     assert await inbox.send("STOP") == []  # the provider confirms
     assert await redis.hgetall(session_key) == before  # not even re-written
     session = Session.from_hash(conversation_key(OURS, H), before)
-    assert (session.state, session.data) == (Booking.asked.name, {"offered": "tue-10"})
+    flow = session.flows["plugin"]
+    assert (flow["state"], flow["data"]) == (Booking.asked.name, {"offered": "tue-10"})
     # The flow goes on; the sender (not the handler) holds back what it sends.
     assert await inbox.send("Y") == [("plugin got yes", "reply")]
 

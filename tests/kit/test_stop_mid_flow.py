@@ -48,7 +48,7 @@ async def test_stop_in_the_middle_of_a_flow_blocks_every_later_send_until_start(
         await phone.send("STOP")
         await phone.expect_reply("opted out")  # the one confirmation: the provider's
         await bot.settle()
-        assert (await bot.session(phone)).state == Booking.asked.name  # the flow not run
+        assert (await bot.flow(phone, "booking")).state == Booking.asked.name  # not run
         sent_to_phone = list(bot.sandbox.messages(phone.number))
         assert not any("unsubscribed" in m.request.content for m in sent_to_phone)
 

@@ -73,16 +73,15 @@ async def test_moving_the_clock_fires_state_timeouts_and_timers_also_across_a_re
         phone = bot.phone()
         await phone.send("wait")
         await phone.expect_reply("Waiting")
-        session = await bot.session(phone)
-        assert session.state == Flow.waiting.name == "Flow:waiting"
-        assert set(session.timers) == {"state-timeout", "later"}
+        assert (await bot.flow(phone, "echo")).state == Flow.waiting.name == "Flow:waiting"
+        assert set((await bot.session(phone)).timers) == {"state-timeout:echo", "later"}
 
         await bot.advance(hours=1)
         await phone.expect_no_reply()
         await bot.restart()  # pending timers live in Redis
         await bot.advance(hours=1, minutes=1)
         await phone.expect_reply("Too late")
-        assert (await bot.session(phone)).state is None
+        assert (await bot.flow(phone, "echo")).state is None
         await bot.advance(days=1)
         await phone.expect_reply(r"A day later \(1\)")
 

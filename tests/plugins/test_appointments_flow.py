@@ -83,7 +83,7 @@ class Harness:
         return await self.engine.dispatch(inbound(text, answering=target), self.backend)
 
     def doc(self, appointment_id: str) -> dict[str, Any]:
-        return dict(self.backend.data["appointments"][appointment_id])
+        return dict(self.backend.flow("appointments").data["appointments"][appointment_id])
 
     @property
     def texts(self) -> list[str]:
@@ -176,7 +176,7 @@ async def test_a_malformed_command_is_ignored(payload: Any) -> None:
     h = Harness()
     assert await h.engine.dispatch(TimerEvent(CREATE, payload), h.backend)
     assert await h.engine.dispatch(TimerEvent(CANCEL, payload), h.backend)
-    assert (h.backend.data, h.backend.timers, h.texts) == ({}, {}, [])
+    assert (h.backend.flows, h.backend.timers, h.texts) == ({}, {}, [])
 
 
 # --------------------------------------------------------------------------- answers
@@ -336,7 +336,7 @@ async def test_after_the_start_no_nudge_goes_and_answers_are_not_ours() -> None:
     assert h.run_writes()[0][appointment_key(PartitionKeys(3), appointment)]["status"] == (
         "no_response"
     )
-    assert "appointments" not in h.backend.data  # over: forgotten by the session
+    assert "appointments" not in h.backend.flows  # over: forgotten by the session
     assert not await h.send("Y")
 
 
@@ -474,12 +474,11 @@ async def test_answers_to_another_flows_prompt_or_without_appointments_are_not_o
 
 async def test_the_session_keeps_other_flows_data_and_state() -> None:
     h = Harness()
-    h.backend.state = "survey:asked"
-    h.backend.data = {"survey": {"q": 1}}
+    survey = {"state": "survey:asked", "data": {"survey": {"q": 1}}}
+    h.backend.flows["survey"] = dict(survey)
     await reminded(h)
     await h.send("Y")
-    assert h.backend.state == "survey:asked"
-    assert h.backend.data["survey"] == {"q": 1}
+    assert h.backend.flows["survey"] == survey
 
 
 # --------------------------------------------------------------------------- the cancel command

@@ -57,7 +57,7 @@ async def drive(sequence: list[tuple[str, object]], with_slots: bool) -> None:
         elif h.backend.replies:
             await h.engine.dispatch(receipt(str(value), of=h.backend.replies[0]), h.backend)
 
-        docs = h.backend.data.get("appointments", {})
+        docs = h.backend.flow("appointments").data.get("appointments", {})
         if appointment not in docs:
             # Pruned from the session once over and started; its document stays at its key.
             stored, _ = h.run_writes()

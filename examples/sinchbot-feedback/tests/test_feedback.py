@@ -54,7 +54,7 @@ async def test_no_answer_gets_one_nudge_then_the_survey_expires(sinchbot_redis: 
         await phone.send("Feedback!")  # the handset starts a survey itself
         await phone.expect_reply("How did we do")
         await bot.settle()  # its "delivered" receipt is handled now, before the clock moves
-        assert (await bot.session(phone)).state == Survey.rating.name
+        assert (await bot.flow(phone, "feedback")).state == Survey.rating.name
 
         await bot.advance(hours=3)
         await phone.expect_no_reply()
@@ -63,7 +63,7 @@ async def test_no_answer_gets_one_nudge_then_the_survey_expires(sinchbot_redis: 
         await phone.expect_reply("Got a second")
         await bot.advance(hours=20)
         await phone.expect_no_reply()
-        assert (await bot.session(phone)).state is None
+        assert (await bot.flow(phone, "feedback")).state is None
         await phone.send("4")  # too late: nobody is asking any more
         await phone.expect_no_reply()
         assert await responses(bot) == []
@@ -77,9 +77,8 @@ async def test_an_undeliverable_question_ends_the_survey(sinchbot_redis: str) ->
         await bot.settle()  # the question is sent, and its receipt says "failed"
         statuses = [e["data"].get("status") for e in await bot.timeline(phone)]
         assert "failed" in statuses
-        session = await bot.session(phone)
-        assert session.state is None
-        assert session.timers == {}  # no nudge pending
+        assert (await bot.flow(phone, "feedback")).state is None
+        assert (await bot.session(phone)).timers == {}  # no nudge pending
         await bot.advance(days=1)
         await phone.expect_no_reply()
 
