@@ -245,7 +245,11 @@ def _api_paths() -> dict[str, Any]:
                 "summary": "A message: our record plus the provider's status",
                 "security": _BEARER,
                 "parameters": [
-                    _path("id", "Our id of the message, as returned by sendMessages."),
+                    _path(
+                        "id",
+                        "Our id of the message, as returned by sendMessages, or the "
+                        "provider's message_id.",
+                    ),
                     _query("provider", "Ask the provider for its view (default 1).", _FLAG),
                 ],
                 "responses": {

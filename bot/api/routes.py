@@ -399,13 +399,21 @@ class Api:
         want_provider = _flag(request, "provider", default=True)
         if not _MESSAGE_ID.fullmatch(gw_id):
             raise ApiError(404, "no such message")
-        pipe = self.redis.pipeline(transaction=False)
-        for p in range(self.deps.partitions):
-            pipe.hgetall(PartitionKeys(p).message(gw_id))
-        found = [(p, text_map(raw)) for p, raw in enumerate(await pipe.execute()) if raw]
+        partitions = [PartitionKeys(p) for p in range(self.deps.partitions)]
+        rows = await records.read_many(self.redis, [(keys, gw_id) for keys in partitions])
+        found = [(p, record) for p, record in enumerate(rows) if record]
+        if not found:
+            # The provider's message_id: mapped to our id in its partition.
+            mapped = await records.find_gw_ids(
+                self.redis, partitions, gw_id, ttl_ms=self.deps.ttl_ms
+            )
+            hits = [(partitions[p], ours) for p, ours in enumerate(mapped) if ours]
+            rows = await records.read_many(self.redis, hits)
+            found = [(keys.partition, r) for (keys, _), r in zip(hits, rows, strict=True) if r]
         if not found:
             raise ApiError(404, "no such message")
         partition, record = found[0]
+        gw_id = record.get("gw_id", gw_id)
         result: dict[str, Any] = {"id": gw_id, "partition": partition, "record": record}
         message_id = record.get("message_id")
         if want_provider and message_id:
@@ -510,12 +518,9 @@ class Api:
                     and e["data"].get("gw_id")
                 )
             )
-            pipe = self.redis.pipeline(transaction=False)
-            for gw_id in ids:
-                pipe.hgetall(keys.message(gw_id))
-            rows = await pipe.execute() if ids else []
+            rows = await records.read_many(self.redis, [(keys, gw_id) for gw_id in ids])
             result["messages"] = {
-                gw_id: text_map(raw) for gw_id, raw in zip(ids, rows, strict=True) if raw
+                gw_id: record for gw_id, record in zip(ids, rows, strict=True) if record
             }
         return _json(result)
 

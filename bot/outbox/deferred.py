@@ -62,25 +62,38 @@ if redis.call('GET', KEYS[4]) ~= ARGV[2] then return {-1, nows, '', 0} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[1]))
 local released, unreadable = 0, 0
 local stamp = string.format('%d.%03d', math.floor(now / 1000), now % 1000)
+-- A record still deferred gets the fields (name, value, ... in long names): a packed
+-- record (a JSON object of short names, bot/receipts/records.py) or an earlier version's
+-- hash.
+local short = {status = 's', rank = 'r', released_at = 'ra', error = 'e', failed_at = 'f'}
+local function still_deferred(record, fields)
+  if redis.call('TYPE', record)['ok'] == 'hash' then
+    if redis.call('HGET', record, 'status') == ARGV[4] then
+      redis.call('HSET', record, unpack(fields))
+    end
+    return
+  end
+  local raw = redis.call('GET', record)
+  if not raw then return end
+  local ok, rec = pcall(cjson.decode, raw)
+  if not ok or type(rec) ~= 'table' or rec['s'] ~= ARGV[4] then return end
+  for i = 1, #fields, 2 do rec[short[fields[i]]] = fields[i + 1] end
+  redis.call('SET', record, cjson.encode(rec), 'KEEPTTL')
+end
 for _, id in ipairs(due) do
   local data = redis.call('HGET', KEYS[2], id)
   local ok, fields = false, nil
   if data then ok, fields = pcall(cjson.decode, data) end
+  local record = ARGV[3] .. id
   if ok and type(fields) == 'table' and #fields > 0 and #fields % 2 == 0 then
     redis.call('XADD', KEYS[3], '*', unpack(fields))
-    local record = ARGV[3] .. id
-    if redis.call('HGET', record, 'status') == ARGV[4] then
-      redis.call('HSET', record, 'status', ARGV[5], 'released_at', stamp)
-    end
+    still_deferred(record, {'status', ARGV[5], 'released_at', stamp})
     released = released + 1
   else
     -- Corrupt data cannot be sent: say so on the record rather than leave it "deferred".
     unreadable = unreadable + 1
-    local record = ARGV[3] .. id
-    if redis.call('HGET', record, 'status') == ARGV[4] then
-      redis.call('HSET', record, 'status', ARGV[6], 'rank', ARGV[7],
-                 'error', 'deferred entry unreadable', 'failed_at', stamp)
-    end
+    still_deferred(record, {'status', ARGV[6], 'rank', ARGV[7],
+                            'error', 'deferred entry unreadable', 'failed_at', stamp})
   end
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)

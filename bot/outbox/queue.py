@@ -58,15 +58,14 @@ def enqueue(
         keys.deferred_data,
         {request.gw_id: json.dumps(fields, separators=(",", ":"), ensure_ascii=False)},
     )
-    records.create(batch, keys, request, ttl_ms=ttl_ms)
-    batch.hset(
-        keys.message(request.gw_id),
-        {
-            "status": DEFERRED,
-            "deferred_until": deferral.until_iso,
-            "deferred_reason": deferral.reason,
-        },
+    records.create(
+        batch,
+        keys,
+        request,
         ttl_ms=ttl_ms,
+        status=DEFERRED,
+        deferred_until=deferral.until_iso,
+        deferred_reason=deferral.reason,
     )
     return deferral
 

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bot.receipts import timeline
+from bot.receipts import records, timeline
 from bot.storage.connection import RedisClient
 from bot.storage.events import OutboundRequest
 from bot.storage.keys import PartitionKeys, conversation_key, handset_of, partition_of
@@ -223,10 +223,12 @@ def mark_suppressed(
     ``suppressed`` timeline entry. Returns the reason given."""
     reason = f"the recipient opted out ({opt_out.via}"
     reason += f" {opt_out.word})" if opt_out.word else ")"
-    batch.merge_receipt(
-        keys.message(request.gw_id),
-        RANK_ERROR,
+    records.update(
+        batch,
+        keys,
+        request.gw_id,
         {"status": SUPPRESSED, "error": reason, "suppressed_at": f"{time.time():.3f}"},
+        rank=RANK_ERROR,
         ttl_ms=ttl_ms,
     )
     timeline.append(

@@ -13,7 +13,6 @@ again.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -178,22 +177,14 @@ class Recorder:
     def _record_sent(
         self, batch: Batch, keys: PartitionKeys, request: OutboundRequest, outcome: Outcome
     ) -> None:
-        attempts = max(1, outcome.calls)
-        if outcome.message_id:
-            records.mark_sent(
-                batch,
-                keys,
-                request.gw_id,
-                outcome.message_id,
-                ttl_ms=self.ttl_ms,
-                attempts=attempts,
-            )
-        else:
-            batch.hset(
-                keys.message(request.gw_id),
-                {"status": records.SENT, "sent_at": f"{time.time():.3f}", "attempts": attempts},
-                ttl_ms=self.ttl_ms,
-            )
+        records.mark_sent(
+            batch,
+            keys,
+            request.gw_id,
+            outcome.message_id,
+            ttl_ms=self.ttl_ms,
+            attempts=max(1, outcome.calls),
+        )
         timeline.append(
             batch,
             keys,

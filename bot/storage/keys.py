@@ -26,6 +26,9 @@ META = f"{PREFIX}:meta"
 DLQ = f"{PREFIX}:dlq"
 """Stream of entries that failed too often, with where they came from and why."""
 
+DAY_MS = 86_400_000
+"""A day in milliseconds: the span of one :meth:`PartitionKeys.provider_ids` hash."""
+
 
 def partition_of(handset: str, partitions: int) -> int:
     """The partition of every event involving ``handset``: stable across processes and
@@ -107,11 +110,18 @@ class PartitionKeys:
         return f"{PREFIX}:{self.tag}:tl:{conversation}"
 
     def message(self, message_ref: str) -> str:
-        """Record of one outbound message, by our id (``gw_id``)."""
+        """Record of one outbound message, by our id (``gw_id``): a JSON object in a string
+        (a hash when an earlier version wrote it; see :mod:`bot.receipts.records`)."""
         return f"{PREFIX}:{self.tag}:msg:{message_ref}"
 
+    def provider_ids(self, day: int) -> str:
+        """Hash: provider ``message_id`` → our id, of the messages sent on ``day`` (days
+        since the epoch, UTC)."""
+        return f"{PREFIX}:{self.tag}:mids:{day}"
+
     def provider_id(self, message_id: str) -> str:
-        """Provider ``message_id`` → our id."""
+        """Provider ``message_id`` → our id, as earlier versions wrote it (one string per
+        message): read until it expires, never written."""
         return f"{PREFIX}:{self.tag}:mid:{message_id}"
 
     def failures(self) -> str:

@@ -92,6 +92,43 @@ for i, op in ipairs(ops) do
       table.insert(out, 0)
     end
     if op[5] > 0 then redis.call('PEXPIRE', k, op[5]) end
+  elseif o == 'rec' then
+    -- a message record (bot/receipts/records.py): op = {'rec', k, rank (-1: no rank,
+    -- always applied), hash fields, packed fields, ttl}. A record of an earlier version
+    -- (a hash) gets the hash fields; else the packed record (a JSON object in a string)
+    -- gets the packed ones, its TTL kept when ttl is 0.
+    local kind = redis.call('TYPE', k)['ok']
+    local applied = 1
+    if kind == 'hash' then
+      if op[3] >= 0 then
+        if op[3] > tonumber(redis.call('HGET', k, 'rank') or '0') then
+          redis.call('HSET', k, 'rank', op[3], unpack(op[4]))
+        else
+          applied = 0
+        end
+      else
+        redis.call('HSET', k, unpack(op[4]))
+      end
+    else
+      local rec = {}
+      if kind == 'string' then
+        local ok, found = pcall(cjson.decode, redis.call('GET', k))
+        if ok and type(found) == 'table' then rec = found end
+      end
+      if op[3] < 0 or op[3] > tonumber(rec['r'] or '0') then
+        for name, value in pairs(op[5]) do rec[name] = value end
+        if op[3] >= 0 then rec['r'] = tostring(op[3]) end
+        if op[6] > 0 then
+          redis.call('SET', k, cjson.encode(rec), 'PX', op[6])
+        else
+          redis.call('SET', k, cjson.encode(rec), 'KEEPTTL')
+        end
+      else
+        applied = 0
+      end
+    end
+    if op[3] >= 0 then table.insert(out, applied) end
+    if op[6] > 0 then redis.call('PEXPIRE', k, op[6]) end
   end
 end
 return {'ok', out}
@@ -247,9 +284,28 @@ class Batch:
         self.ops.append(["merge", self._k(key), rank, _flat(fields), ttl_ms])
         return self
 
+    def record(
+        self,
+        key: str,
+        rank: int,
+        hash_fields: Mapping[str, str],
+        packed_fields: Mapping[str, str],
+        ttl_ms: int = 0,
+    ) -> Batch:
+        """Write into a message record (:mod:`bot.receipts.records`): a record written by
+        an earlier version (a hash) gets ``hash_fields``, any other (a JSON object in a
+        string, created when absent) ``packed_fields``. With ``rank`` 0 or more this is a
+        monotonic merge like :meth:`merge_receipt` (applied only above the record's rank,
+        which becomes ``rank``); with ``rank`` -1 the fields are always written. ``ttl_ms``
+        0 keeps the record's TTL."""
+        self.ops.append(
+            ["rec", self._k(key), rank, _flat(hash_fields), dict(packed_fields), ttl_ms]
+        )
+        return self
+
     async def commit(self, store: Store) -> list[Any]:
         """Apply every operation atomically. Returns the results of ``xadd`` (entry ids)
-        and ``merge_receipt`` (1 applied, 0 kept) in order. Raises :class:`CommitConflict`."""
+        and ``merge_receipt`` and ranked ``record`` (1 applied, 0 kept) in order. Raises :class:`CommitConflict`."""
         if not self.ops:
             return []
         return await store.run(self)
