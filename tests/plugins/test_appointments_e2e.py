@@ -191,10 +191,10 @@ async def test_every_answer_end_to_end(redis_url: str, subscriber: Subscriber) -
             assert event["data"]["phone"] == phone.number
         assert not [e for e in subscriber.events if e["type"] == "appointment.reminded"]
 
-        # The session holds only this plugin's part of the data.
+        # The session holds only this plugin's flow, without a state.
         session = await bot.session(unsure)
-        assert set(session.data) <= {"appointments"}
-        assert session.state is None
+        assert set(session.flows) <= {"appointments"}
+        assert (await bot.flow(unsure, "appointments")).state is None
 
 
 async def test_r_with_offered_slots(redis_server: RedisServer) -> None:

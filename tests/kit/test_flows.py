@@ -1,0 +1,200 @@
+"""Each plugin's own flow, on the real gateway (BotTester: a real Redis, the sandbox
+provider): two plugins' flows on one number never touch each other's state, data or
+expiry; a state's timeout comes from the plugin's settings; a session stored before flows
+had namespaces is migrated on load and its plugins carry on with it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from bot.conversation import Context, Keyword, Router, State, States
+from bot.plugins import Plugin
+from bot.storage.redis_server import RedisServer
+from bot.testing import BotTester
+from plugins.appointments import plugin as appointments
+
+
+def shop(name: str, keyword: str) -> Plugin:
+    """An ordering plugin; every shop declares the same states and data keys."""
+
+    class Order(States):  # "Order:size" in every shop
+        size = State(timeout=timedelta(minutes=10))
+
+    router = Router(name)
+
+    @router.message(Keyword(keyword), state=None)
+    async def start(ctx: Context) -> None:
+        ctx.data.update(shop=name, asked=1)
+        ctx.reply(f"{name}: which size?")
+        ctx.goto(Order.size)
+
+    @router.message(Keyword(f"{keyword} S", f"{keyword} M", f"{keyword} L"), state=Order.size)
+    async def sized(ctx: Context, keyword: str) -> None:
+        ctx.reply(f"{ctx.data['shop']}: placed {keyword[-1]} (asked {ctx.data['asked']}).")
+        ctx.end()
+
+    @router.timeout(Order.size)
+    async def lapsed(ctx: Context) -> None:
+        ctx.reply(f"{ctx.data['shop']}: your order lapsed.")
+        ctx.end()
+
+    return Plugin(name, router)
+
+
+async def test_two_plugins_flows_on_one_number_never_touch_each_other(
+    redis_server: RedisServer,
+) -> None:
+    pizza, pasta = shop("pizza", "PZ"), shop("pasta", "PA")
+    async with BotTester([pizza, pasta], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("PZ")
+        await phone.expect_reply("pizza: which size?", literal=True)
+        await bot.advance(minutes=5)
+        await phone.send("PA")
+        await phone.expect_reply("pasta: which size?", literal=True)
+        both = await bot.session(phone)
+        assert {name: flow["state"] for name, flow in both.flows.items()} == {
+            "pizza": "Order:size",
+            "pasta": "Order:size",
+        }
+        assert both.flows["pizza"]["data"] == {"shop": "pizza", "asked": 1}
+        assert both.flows["pasta"]["data"] == {"shop": "pasta", "asked": 1}
+
+        # pizza's answer ends pizza's flow only, while pasta waits for its own answer
+        await phone.send("PZ M")
+        await phone.expect_reply("pizza: placed M (asked 1).", literal=True)
+        pizza_flow, pasta_flow = await bot.flow(phone, "pizza"), await bot.flow(phone, "pasta")
+        assert (pizza_flow.state, dict(pizza_flow.data)) == (None, {})
+        assert (pasta_flow.state, dict(pasta_flow.data)) == (
+            "Order:size",
+            {"shop": "pasta", "asked": 1},
+        )
+        assert set((await bot.session(phone)).timers) == {"state-timeout:pasta"}
+
+        # pizza's expiry was cancelled with its flow: only pasta's fires, 10 minutes after PA
+        await bot.advance(minutes=5)
+        await phone.expect_no_reply()
+        await bot.advance(minutes=5)
+        await phone.expect_reply("pasta: your order lapsed.", literal=True)
+        await phone.expect_no_reply()
+        assert (await bot.session(phone)).flows == {}
+
+
+class Settings(BaseModel):
+    order_timeout: timedelta = timedelta(minutes=10)
+
+
+class Pizza(States):
+    size = State(timeout="order_timeout")
+
+
+def timed_pizza() -> Plugin:
+    router = Router("pizza")
+
+    @router.message(Keyword("pizza"), state=None)
+    async def start(ctx: Context) -> None:
+        ctx.reply("Which size? S, M or L.")
+        ctx.goto(Pizza.size)
+
+    @router.message(Keyword("rush"), state=None)
+    async def rush(ctx: Context) -> None:
+        ctx.reply("Quick! S, M or L?")
+        ctx.goto(Pizza.size, timeout=timedelta(minutes=1))
+
+    @router.timeout(Pizza.size)
+    async def lapsed(ctx: Context) -> None:
+        ctx.reply("Your order lapsed.")
+        ctx.end()
+
+    return Plugin("pizza", router, settings=Settings)
+
+
+async def test_a_states_timeout_comes_from_the_settings_and_survives_a_restart(
+    redis_server: RedisServer,
+) -> None:
+    config = {"plugin": {"pizza": {"order_timeout": 120}}}  # 2 minutes instead of 10
+    async with BotTester([timed_pizza()], config=config, redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("pizza")
+        await phone.expect_reply("Which size?")
+        await bot.advance(seconds=90)
+        await phone.expect_no_reply()
+        await bot.restart()  # the expiry is stored in Redis with the event
+        await bot.advance(seconds=30)
+        await phone.expect_reply("Your order lapsed.", literal=True)
+
+        await phone.send("rush")  # this transition's own timeout
+        await phone.expect_reply("Quick!")
+        await bot.advance(minutes=1)
+        await phone.expect_reply("Your order lapsed.", literal=True)
+    async with BotTester([timed_pizza()], redis_url=redis_server.url) as bot:
+        phone = bot.phone("+61491570158")
+        await phone.send("pizza")
+        await phone.expect_reply("Which size?")
+        await bot.advance(minutes=9)
+        await phone.expect_no_reply()  # the settings' default: 10 minutes
+        await bot.advance(minutes=1)
+        await phone.expect_reply("Your order lapsed.", literal=True)
+
+
+class Survey(States, name="survey"):
+    asked = State()
+
+
+def survey() -> Plugin:
+    router = Router("survey")
+
+    @router.message(Keyword("GOOD", "BAD"), state=Survey.asked)
+    async def rated(ctx: Context, keyword: str) -> None:
+        ctx.reply(f"Thanks for rating {ctx.data['question']}: {keyword}.")
+        ctx.end()
+
+    return Plugin("survey", router)
+
+
+async def test_a_session_stored_before_flows_is_migrated_and_its_plugins_carry_on(
+    redis_server: RedisServer,
+) -> None:
+    config = {"plugin": {"appointments": {"from_number": "+61491570157"}}}
+    async with BotTester(
+        [appointments, survey()], config=config, redis_url=redis_server.url
+    ) as bot:
+        phone = bot.phone()
+        starts_at = (bot.clock() + timedelta(days=1, hours=1)).isoformat()
+        status, body = await bot.api(
+            "POST",
+            "/api/appointments",
+            json={"phone": phone.number, "name": "Sam", "starts_at": starts_at},
+        )
+        assert status == 201, body
+        await bot.advance(hours=1)
+        await phone.expect_reply("^Hi Sam, reminder")
+        await bot.settle()
+
+        # Rewrite the session as an earlier version stored it: one state (the survey's, as
+        # if it had asked its question), one data object shared by both plugins.
+        session = await bot.session(phone)
+        docs = session.flows["appointments"]["data"]["appointments"]
+        key = bot._keys(phone)[0].session(phone.conversation)
+        old = {"appointments": docs, "question": "your visit"}
+        await bot.redis.hset(key, mapping={"state": "survey:asked", "data": json.dumps(old)})
+        await bot.redis.hdel(key, "flows")
+        legacy = await bot.session(phone)
+        assert (legacy.flows, legacy.state) == ({}, "survey:asked")
+
+        await phone.send("GOOD")  # the survey's state and its data moved into its flow
+        await phone.expect_reply("Thanks for rating your visit: GOOD.", literal=True)
+        migrated = await bot.session(phone)
+        assert (migrated.state, migrated.data) == (None, {})
+        assert set(migrated.flows) == {"appointments"}  # the survey ended its own flow only
+        assert migrated.flows["appointments"]["data"] == {"appointments": docs}
+
+        await phone.send("Y")  # the appointment still waits for its answer, and gets it
+        await phone.expect_reply("^Thanks Sam, your appointment on .* is confirmed")
+        await bot.settle()
+        [appointment] = docs
+        status, doc = await bot.api("GET", f"/api/appointments/{appointment}")
+        assert (status, doc["status"]) == (200, "confirmed")
