@@ -10,7 +10,7 @@ A two-way confirmation in full::
     router = Router("confirmations")
 
     class Confirm(States):
-        asked = State(timeout=timedelta(hours=2))
+        asked = State(timeout=timedelta(hours=2))  # or from the settings: timeout="name"
 
     @router.message(Keyword("book"))
     async def book(ctx: Context) -> None:
@@ -31,6 +31,10 @@ A two-way confirmation in full::
     @router.receipt(Status("failed", "expired"), AnswersPrompt("slot"))
     async def unreachable(ctx: Context) -> None:
         ctx.end()
+
+Each root router (each plugin) has its own flow in the conversation: ``ctx.state``,
+``ctx.data`` and ``state=`` are its own, and ``ctx.end()`` ends only it (see
+:mod:`bot.conversation.flows`).
 
 The engine runs them: ``await Engine(router).dispatch(event, backend)``; in the gateway,
 :class:`bot.inbox.engine.GatewayEngineHandler` does it for every inbox event.
@@ -65,6 +69,7 @@ from bot.conversation.filters import (
     ToNumber,
     normalise,
 )
+from bot.conversation.flows import LEGACY_FLOW, FlowView
 from bot.conversation.router import Middleware, NextHandler, Router
 from bot.conversation.states import State, States
 from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
@@ -72,6 +77,7 @@ from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, 
 __all__ = [
     "ANY_STATE",
     "DEFAULT_SEGMENT_BUDGET",
+    "LEGACY_FLOW",
     "PROMPT_KEY",
     "STATE_TIMEOUT_ID",
     "AnswersPrompt",
@@ -85,6 +91,7 @@ __all__ = [
     "EventKind",
     "Filter",
     "FilterResult",
+    "FlowView",
     "FromNumber",
     "Keyword",
     "Middleware",
