@@ -87,3 +87,99 @@ async def test_a_batch_writes_each_timeline_and_index_entry_once(redis: Redis) -
         entries = await timeline.read(redis, KEYS, conversation)
         assert [e["data"]["n"] for e in entries] == [1, 2]  # in order, trimmed to 2
         assert await redis.zscore(KEYS.conversations, conversation) == 12_000
+
+
+async def test_compact_entries_read_back_exactly_as_appended(redis: Redis) -> None:
+    """The kinds of every exchange are stored by number with their data as a list of
+    values (the handset as 0); read back, each entry is what was appended, whatever its
+    fields; entries of the earlier ``[id, kind, at, data]`` form are read too."""
+    await redis.flushall()
+    handset = CONV.rsplit(":", 1)[1]
+    appended: list[tuple[str, dict[str, object]]] = [
+        (
+            "inbound",
+            {
+                "reply_id": "r1",
+                "kind": "message",
+                "channel": "SMS",
+                "text": "Grüße 😀",
+                "in_reply_to": None,
+                "message_id": None,
+                "received_at": 1796419460.1895046,
+            },
+        ),
+        ("outbound", {"gw_id": "g1", "to": handset, "text": "hi", "origin": "reply"}),
+        ("outbound", {"gw_id": "g2", "to": "+61491570999", "text": "x", "origin": "api"}),
+        ("outbound", {"gw_id": "g3", "to": 0, "text": "zero", "origin": "api"}),
+        ("sent", {"gw_id": "g1", "message_id": "m1", "segments": 1}),
+        ("sent", {"message_id": "m1", "gw_id": "g1", "segments": 1}),  # another order
+        (
+            "receipt",
+            {
+                "gw_id": "g1",
+                "message_id": "m1",
+                "status": "delivered",
+                "status_code": 220,
+                "status_meaning": None,
+            },
+        ),
+        ("receipt", {"gw_id": None, "message_id": "m9", "status": "failed", "extra": [1]}),
+        ("state", {"from": None, "to": "asked"}),
+    ]
+    await redis.rpush(
+        KEYS.timeline(CONV), json.dumps(["1795710958015-7", "inbound", 1795710958.015, {"a": 1}])
+    )
+    await write(redis, *appended)
+    entries = await timeline.read(redis, KEYS, CONV)
+    assert entries[0] == {
+        "id": "1795710958015-7",
+        "kind": "inbound",
+        "at": 1795710958.015,
+        "data": {"a": 1},
+    }
+    assert [(e["kind"], e["data"]) for e in entries[1:]] == appended
+    for entry in entries[1:]:
+        assert entry["id"] == f"{round(entry['at'] * 1000)}-{entry['id'].split('-')[1]}"
+    stored = await redis.lrange(KEYS.timeline(CONV), 1, 2)
+    assert b'"to"' not in stored[1] and b"reply_id" not in stored[0]  # values only
+
+
+async def test_one_exchange_takes_a_small_allocation(redis: Redis) -> None:
+    """An idle conversation's three entries (inbound, outbound, sent) fit in one small
+    list node: the list's MEMORY USAGE stays well under the ~720 B it was."""
+    await redis.flushall()
+    handset = CONV.rsplit(":", 1)[1]
+    await write(
+        redis,
+        (
+            "inbound",
+            {
+                "reply_id": "i-608-1796419460142761614",
+                "kind": "message",
+                "channel": "SMS",
+                "text": "i608",
+                "in_reply_to": None,
+                "message_id": None,
+                "received_at": 1796419460.1895046,
+            },
+        ),
+        (
+            "outbound",
+            {
+                "gw_id": "8658680ba638046d517477dd4e4e9344",
+                "to": handset,
+                "text": "Thanks, we got i608. Reply HELP for help.",
+                "origin": "reply",
+            },
+        ),
+        (
+            "sent",
+            {
+                "gw_id": "8658680ba638046d517477dd4e4e9344",
+                "message_id": "9083d2f0-2a7b-432e-980f-9e79b2c9dd61",
+                "segments": 1,
+            },
+        ),
+    )
+    usage = await redis.memory_usage(KEYS.timeline(CONV), samples=0)
+    assert usage is not None and usage < 560, usage
