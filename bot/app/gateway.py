@@ -221,6 +221,7 @@ class Gateway:
             limits=self.limits,
             max_deliveries=settings.max_deliveries,
             on_handled=self.metrics.handled,
+            concurrency=settings.inbox_concurrency or None,
         )
         self.timers = TimerPump(self.store, self.registry, skew=self.skew)
         # Always running: sends deferred under an earlier configuration still get released.

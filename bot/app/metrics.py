@@ -378,6 +378,13 @@ class _Collector(Collector):
             "Inbox batches handled again because a session changed underneath.",
             inbox.conflicts,
         )
+        slots = gateway.inbox.slots
+        yield _counter(
+            "sinchbot_inbox_turns_overdue",
+            "Times an inbox partition waited its patience for a work slot and went ahead "
+            "anyway (slow handlers holding the slots; SINCHBOT_INBOX_CONCURRENCY).",
+            slots.overflows if slots is not None else 0,
+        )
         yield _counter(
             "sinchbot_inbox_errors",
             "Times an inbox partition task backed off and started over (Redis errors).",

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1)
     """An inbox or outbox entry that failed this many times goes to the dead-letter stream."""
 
+    inbox_concurrency: int = Field(default=2, ge=0, le=1024)
+    """Partitions of one process whose events are handled at once (0: all it owns). The
+    others wait their turn (at most 0.1 s) while their batches fill, so under load each
+    batch's Redis round trips are shared by more events; a lone event never waits."""
+
     lease_ttl: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     """Seconds a worker's partition lease lasts without renewal; a crashed worker's
     partitions are taken over after this."""

@@ -10,7 +10,9 @@ leases to this worker it runs one task on that partition's stream
    was found.
 2. **Consume.** :meth:`~PartitionedConsumer.consume` reads our own pending entries first,
    then new ones, as many as :meth:`~PartitionedConsumer.room` allows, and hands each batch
-   to :meth:`~PartitionedConsumer.handle`; with nothing to read it waits for the next entry
+   to :meth:`~PartitionedConsumer.handle` (with ``slots``, :mod:`bot.streams.slots`, only so
+   many partitions read and handle at once: under load the others' batches grow while they
+   wait their turn); with nothing to read it waits for the next entry
    (``XREAD BLOCK``, at most :meth:`~PartitionedConsumer.idle_timeout`), for a wake-up
    (:meth:`Partition.wake_up`) or for a drain. :meth:`~PartitionedConsumer.tend` runs before
    every read (work that is not a read: finished deliveries to record, retries that are due).
@@ -38,7 +40,7 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -57,6 +59,7 @@ from bot.streams.reader import (
     StreamSpec,
     TakeOver,
 )
+from bot.streams.slots import Slots
 
 __all__ = ["Partition", "PartitionTally", "PartitionedConsumer"]
 
@@ -98,6 +101,9 @@ class Partition:
         self.took_over = False
         """The take-over is done (the task consumes)."""
         self.task: asyncio.Task[None] | None = None
+        self.slots = consumer.slots
+        self.holding = False
+        """This partition holds one of :attr:`slots` (it reads or handles a batch)."""
         self.backoff = consumer.retry_delay
         self.context: dict[str, Any] = {"partition": partition, "worker": self.me}
         """Bound to every log line of the partition's task."""
@@ -132,14 +138,40 @@ class Partition:
         if self.task is not None and not self.task.done():
             await cancel_and_wait(self.task)
 
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """Hold a work slot (if the consumer has :attr:`slots`) while reading and handling
+        a batch."""
+        if self.slots is None:
+            yield
+            return
+        await self.slots.acquire()
+        self.holding = True
+        try:
+            yield
+        finally:
+            if self.holding:
+                self.holding = False
+                self.slots.release()
+
     async def pause(self, seconds: float) -> bool:
-        """Sleep ``seconds`` unless asked to drain; returns whether we are draining."""
+        """Sleep ``seconds`` unless asked to drain; returns whether we are draining. A work
+        slot held is given back for the sleep and taken again after it."""
+        held = self.holding and self.slots is not None
+        if held:
+            assert self.slots is not None
+            self.holding = False
+            self.slots.release()
         self.idle.set()
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.draining.wait(), seconds)
         finally:
             self.idle.clear()
+            if held:
+                assert self.slots is not None
+                await self.slots.acquire()
+                self.holding = True
         return self.draining.is_set()
 
     async def rest(self, seconds: float) -> None:
@@ -178,6 +210,8 @@ class PartitionedConsumer(ABC, Generic[P]):
         retry_delay_max: longest backoff.
         drain_timeout: seconds a partition may take to finish what it has in hand when it is
             released or the consumer stops; then its task is cancelled.
+        slots: at most this many partitions read and handle a batch at once (None: no
+            bound); see :mod:`bot.streams.slots`.
     """
 
     leave_group = False
@@ -194,8 +228,10 @@ class PartitionedConsumer(ABC, Generic[P]):
         retry_delay: float = 0.25,
         retry_delay_max: float = 10.0,
         drain_timeout: float = 30.0,
+        slots: Slots | None = None,
     ) -> None:
         self.store = store
+        self.slots = slots
         self.redis: RedisClient = store.redis
         self.registry = registry
         self.spec = spec
@@ -344,11 +380,14 @@ class PartitionedConsumer(ABC, Generic[P]):
             if room <= 0:
                 await part.rest(self.idle_timeout(part))
                 continue
-            entries = await part.stream.read(room)
-            part.backoff = self.retry_delay
-            if entries:
-                await self.handle(part, entries)
-            else:
+            async with part.working():
+                if part.draining.is_set():
+                    return
+                entries = await part.stream.read(room)
+                part.backoff = self.retry_delay
+                if entries:
+                    await self.handle(part, entries)
+            if not entries:
                 await part.wait_for_entries(self.idle_timeout(part))
 
     async def _run(self, part: P) -> None:

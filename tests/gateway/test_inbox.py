@@ -21,7 +21,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.inbox.handling import EventContext, GatewayLimits, Session
-from bot.inbox.worker import InboxConsumer, failure_field
+from bot.inbox.worker import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PATIENCE,
+    InboxConsumer,
+    failure_field,
+)
 from bot.sinch.models import InboundMessage, parse_inbound
 from bot.storage.events import InboxEvent
 from bot.storage.keys import (
@@ -159,6 +164,8 @@ async def worker(
     max_deliveries: int = 3,
     batch_size: int = 100,
     lease_ttl: float = TTL,
+    concurrency: int | None = DEFAULT_CONCURRENCY,
+    patience: float = DEFAULT_PATIENCE,
 ) -> AsyncIterator[Worker]:
     """A registry and a consumer, started; stopped cleanly on exit (a no-op after halt)."""
     handler = handler or Recorder()
@@ -174,6 +181,8 @@ async def worker(
         retry_delay=0.01,
         retry_delay_max=0.05,
         drain_timeout=10.0,
+        concurrency=concurrency,
+        patience=patience,
     )
     await consumer.start()
     await registry.start()
@@ -221,6 +230,68 @@ async def test_interleaved_conversations_are_handled_in_order_in_one_batch_per_p
     assert stats.conflicts == 0
     assert await pending(redis) == 0
     assert [await redis.xlen(PartitionKeys(p).inbox) for p in partitions] == [0] * len(partitions)
+
+
+def two_partitions() -> tuple[int, int]:
+    """Two handsets in different partitions."""
+    first = 0
+    other = next(
+        i for i in range(1, 50) if partition_of(handset(i), P) != partition_of(handset(0), P)
+    )
+    return first, other
+
+
+async def test_a_partition_waiting_for_its_turn_gets_one_bigger_batch(redis: Redis) -> None:
+    """One work slot: while another partition holds it, the messages arriving in a second
+    partition wait, and are read and committed as one batch when its turn comes."""
+    a, b = two_partitions()
+    recorder = Recorder(gates={"hold": asyncio.Event()})
+    async with worker(redis, "w1", recorder, concurrency=1, patience=30.0) as w:
+        await send(redis, a, "hold")
+        await recorder.reach("hold").wait()
+        texts = [f"b-{n}" for n in range(5)]
+        for text in texts:
+            await send(redis, b, text)
+        await asyncio.sleep(0.3)  # b's task woke up and waits for the slot
+        assert await seen(redis, b) == []
+        recorder.gates["hold"].set()
+        await eventually(lambda: _all_seen(redis, {a: ["hold"], b: texts}))
+        stats = w.consumer.stats
+    assert stats.batch_sizes[5] == 1
+    assert stats.batches == 2
+    assert w.consumer.slots is not None and w.consumer.slots.overflows == 0
+
+
+async def test_a_slow_handler_holds_its_slot_but_never_stalls_the_other_partitions(
+    redis: Redis,
+) -> None:
+    a, b = two_partitions()
+    recorder = Recorder(gates={"slow": asyncio.Event()})
+    async with worker(redis, "w1", recorder, concurrency=1, patience=0.1) as w:
+        await send(redis, a, "slow")
+        await recorder.reach("slow").wait()
+        await send(redis, b, "quick")
+        # Handled while the slow handler still holds the only slot: it went ahead.
+        await eventually(lambda: _all_seen(redis, {b: ["quick"]}))
+        assert await seen(redis, a) == []
+        assert w.consumer.slots is not None and w.consumer.slots.overflows >= 1
+        recorder.gates["slow"].set()
+        await eventually(lambda: _all_seen(redis, {a: ["slow"], b: ["quick"]}))
+
+
+async def test_a_partition_backing_off_after_a_failure_gives_its_slot_back(
+    redis: Redis,
+) -> None:
+    """One slot and a patience longer than the test: the other partition can only get its
+    turn if the failing one gives the slot back while it sleeps before each retry."""
+    a, b = two_partitions()
+    recorder = Recorder(fail={"bad": 2})
+    async with worker(redis, "w1", recorder, concurrency=1, patience=60.0) as w:
+        await send(redis, a, "bad")
+        await send(redis, b, "good")
+        await eventually(lambda: _all_seen(redis, {a: ["bad"], b: ["good"]}))
+        assert w.consumer.slots is not None and w.consumer.slots.overflows == 0
+    assert recorder.calls_for("bad") == 3
 
 
 async def _all_seen(redis: Redis, sent: dict[int, list[str]]) -> bool:

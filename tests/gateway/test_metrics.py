@@ -103,6 +103,7 @@ async def test_a_conversation_shows_in_the_metrics(redis_server: RedisServer) ->
         assert value(start, "sinchbot_handler_errors_total", router="boom") == 0
         assert value(start, "sinchbot_owned_partitions") == bot.partitions
         assert value(start, "sinchbot_redis_up") == 1
+        assert value(start, "sinchbot_inbox_turns_overdue_total") == 0
         assert value(start, "sinchbot_outbox_depth") == 0
 
         phone = bot.phone("+61491570156")
