@@ -122,8 +122,18 @@ class ConversationView(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     key: str
-    state: str | None = Field(description="The conversation engine's state name.")
-    data: dict[str, Any] = Field(description="The session's data.")
+    state: str | None = Field(
+        description="Each plugin's current state, '<plugin>: <state>' joined by '; ' (a "
+        "session stored before plugins had their own flows: its one state name)."
+    )
+    data: dict[str, Any] = Field(
+        description="Each plugin's data by plugin name (a session stored before plugins had "
+        "their own flows: its one shared data object)."
+    )
+    flows: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Each plugin's flow by plugin name: its state (or null) and its data.",
+    )
     version: int = Field(description="Session version (bumped by every save).")
     last_activity: float | None = Field(description="Unix seconds.")
     timeline: list[TimelineEntry] = Field(description="Oldest first.")

@@ -498,12 +498,23 @@ class Api:
             raise ApiError(404, "no such conversation")
         try:
             data = json.loads(session.get("data") or "{}")
+            stored = json.loads(session.get("flows") or "{}")
         except ValueError:
-            data = {}
+            data, stored = {}, {}
+        flows = {
+            name: {"state": record.get("state"), "data": record.get("data") or {}}
+            for name, record in stored.items()
+        }
+        state = session.get("state") or None  # a session stored before flows
+        if state is None and any(flow["state"] for flow in flows.values()):
+            state = "; ".join(f"{n}: {f['state']}" for n, f in flows.items() if f["state"])
+        if not data:
+            data = {name: flow["data"] for name, flow in flows.items() if flow["data"]}
         result: dict[str, Any] = {
             "key": key,
-            "state": session.get("state") or None,
+            "state": state,
             "data": data,
+            "flows": flows,
             "version": int(session.get("v") or 0),
             "last_activity": None if score is None else float(score) / 1000,
             "timeline": entries,

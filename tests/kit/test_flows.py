@@ -62,6 +62,9 @@ async def test_two_plugins_flows_on_one_number_never_touch_each_other(
         }
         assert both.flows["pizza"]["data"] == {"shop": "pizza", "asked": 1}
         assert both.flows["pasta"]["data"] == {"shop": "pasta", "asked": 1}
+        status, view = await bot.api("GET", f"/api/conversations/{phone.conversation}")
+        assert (status, view["state"]) == (200, "pizza: Order:size; pasta: Order:size")
+        assert set(view["flows"]) == {"pizza", "pasta"}
 
         # pizza's answer ends pizza's flow only, while pasta waits for its own answer
         await phone.send("PZ M")

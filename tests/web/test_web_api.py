@@ -160,7 +160,9 @@ async def test_rcs_choices_are_tapped_and_the_inspector_follows_state_data_and_t
         ("Blue", "Blue"),
     ]
     before = await conversation(http, demo.url)
-    assert before["state"] == "webtest.picking:choosing"
+    [(plugin, flow)] = before["flows"].items()
+    assert flow["state"] == "webtest.picking:choosing"
+    assert before["state"] == f"{plugin}: webtest.picking:choosing"
     [timer] = before["timers"]
     assert timer["ref"]["kind"] == "timeout" and timer["due"] > before["last_activity"]
     assert before["optout"] is None and before["handset"] == HANDSET
@@ -179,8 +181,8 @@ async def test_rcs_choices_are_tapped_and_the_inspector_follows_state_data_and_t
         question["message_id"],
     )
     after = await conversation(http, demo.url)
-    assert after["state"] == "webtest.picking:chosen"
-    assert after["data"] == {"colour": "Blue"}
+    assert after["flows"][plugin] == {"state": "webtest.picking:chosen", "data": {"colour": "Blue"}}
+    assert after["data"] == {plugin: {"colour": "Blue"}}
     assert after["timers"] == []
     kinds = [entry["kind"] for entry in after["timeline"]]
     assert {"inbound", "outbound", "sent", "receipt", "state"} <= set(kinds)
