@@ -29,35 +29,42 @@ from bot.storage.connection import RedisClient
 
 __all__ = ["Throttle", "connection_id"]
 
+# Times are milliseconds with microsecond fractions (Redis's TIME, not rounded down to the
+# millisecond), passed to Redis through string.format (Lua's own number format keeps 14
+# digits: 0.1 ms, rounded either way),
+# and waits are returned in whole microseconds, rounded up (a Lua number returned to Redis
+# is truncated to an integer).
+#
 # Returns 0 when the call may go now (and records it as in flight until now + ARGV[4] ms,
-# the most a call can take), else the milliseconds to wait. A call's score is the time its
-# answer came back (or the in-flight bound): it counts until a period after that.
+# the most a call can take), else the microseconds to wait: exactly until the oldest call
+# leaves the window. A call's score is the time its answer came back (or the in-flight
+# bound): it counts until a period after that.
 _ACQUIRE = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then
-  return paused - now
+  return math.max(1, math.ceil((paused - now) * 1000))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now - period))
 if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
+  redis.call('ZADD', KEYS[1], string.format('%.3f', now + tonumber(ARGV[4])), ARGV[3])
   redis.call('PEXPIRE', KEYS[1], period + tonumber(ARGV[4]))
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + period - now)
+return math.max(1, math.ceil((tonumber(oldest[2]) + period - now) * 1000))
 """
 
 # The call ARGV[1] was answered: it counts from now on (never later than it was logged).
 _RELEASE = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > now then
-  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+  redis.call('ZADD', KEYS[1], 'XX', string.format('%.3f', now), ARGV[1])
 end
 return 1
 """
@@ -65,29 +72,29 @@ return 1
 # Extends the shared pause to now + ARGV[1] ms (never shortens it).
 _PAUSE = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local untl = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if untl > current then
-  redis.call('SET', KEYS[1], untl, 'PX', tonumber(ARGV[1]) + 1000)
+  redis.call('SET', KEYS[1], string.format('%.3f', untl), 'PX', tonumber(ARGV[1]) + 1000)
 end
-return untl
+return 1
 """
 
-# Seconds until a call would be allowed, without taking one.
+# Microseconds until a call would be allowed (0: now), without taking one.
 _PEEK = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then
-  return paused - now
+  return math.max(1, math.ceil((paused - now) * 1000))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now - tonumber(ARGV[2])))
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[2]) - now)
+return math.max(1, math.ceil((tonumber(oldest[2]) + tonumber(ARGV[2]) - now) * 1000))
 """
 
 
@@ -137,13 +144,13 @@ class Throttle(RateLimiter):
     async def try_acquire(self) -> float:
         """Take a call if one is free now: returns 0.0, else the seconds to wait."""
         member = uuid.uuid4().hex
-        wait_ms = await self._acquire(
+        wait_us = await self._acquire(
             keys=[self.log_key, self.pause_key],
             args=[self.calls, self.period_ms, member, self.in_flight_ms],
         )
-        if int(wait_ms) == 0:
+        if int(wait_us) == 0:
             self._taken.set(member)
-        return int(wait_ms) / 1000.0
+        return int(wait_us) / 1e6
 
     async def release(self) -> None:
         """The call this task took last was answered, or failed: it counts from now."""
@@ -163,15 +170,17 @@ class Throttle(RateLimiter):
             wait = await self.try_acquire()
             if wait == 0:
                 return time.monotonic() - started
-            # Sleep in short steps, so the end of a shared pause is noticed soon.
+            # Sleep exactly until the oldest call leaves the window (to the microsecond: a
+            # backlog's next call goes as soon as the window allows it), a long wait in
+            # steps of at most ``max_sleep``, so that a pause set meanwhile is noticed.
             await asyncio.sleep(min(wait, self._max_sleep))
 
     async def available_in(self) -> float:
         """Seconds until a call would be allowed (0.0: now), taking nothing."""
-        wait_ms = await self._peek(
+        wait_us = await self._peek(
             keys=[self.log_key, self.pause_key], args=[self.calls, self.period_ms]
         )
-        return int(wait_ms) / 1000.0
+        return int(wait_us) / 1e6
 
     async def pause(self, seconds: float) -> None:
         """Hold every process's calls for ``seconds`` (the provider said ``Retry-After``)."""

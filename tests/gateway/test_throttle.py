@@ -111,3 +111,36 @@ async def test_late_arrivals_never_crowd_a_window_where_the_provider_counts(
     # 12 calls at 4 per 0.4 s: at least two full periods, and not far beyond what the
     # delays themselves cost.
     assert time.monotonic() - started >= 2 * period
+
+
+class _CountingTries(Throttle):
+    def __init__(self, *args: object, **options: float) -> None:
+        super().__init__(*args, **options)  # type: ignore[arg-type]
+        self.tries = 0
+
+    async def try_acquire(self) -> float:
+        self.tries += 1
+        return await super().try_acquire()
+
+
+async def test_a_waiting_call_is_taken_on_the_first_try_after_its_slot_frees(
+    redis: Redis,
+) -> None:
+    """The wait the throttle gives is exact (to the microsecond, rounded up): one sleep,
+    then the call, never an early try that has to sleep again."""
+    throttle = _CountingTries(redis, "t8", calls=2, period=0.3, max_sleep=1.0)
+    for _ in range(6):
+        throttle.tries = 0
+        await throttle.acquire()
+        await throttle.release()
+        assert throttle.tries <= 2  # free at once, or one wait and then the call
+
+
+async def test_waits_are_not_rounded_to_the_millisecond(redis: Redis) -> None:
+    throttle = Throttle(redis, "t9", calls=1, period=10, in_flight=5)
+    assert await throttle.try_acquire() == 0.0
+    await throttle.release()
+    waits = {await throttle.available_in() for _ in range(5)}
+    assert all(9.0 < wait <= 10.0 for wait in waits)
+    # microseconds pass between two looks; with whole milliseconds most would be equal
+    assert len(waits) >= 4
