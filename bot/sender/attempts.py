@@ -27,7 +27,9 @@ may be on no wire, so nothing is sent twice).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -159,9 +161,22 @@ class Attempts:
         self._failed_rounds = 0
         self._log = log.bind(worker=worker_id)
 
-    async def take_call(self) -> None:
-        """Wait for a provider call from the rate limiter and take it."""
-        self.counters.throttle_wait_seconds += await self.limiter.acquire()
+    async def take_call(self, patience: float | None = None) -> bool:
+        """Wait for a provider call from the rate limiter and take it; ``False`` when none
+        came within ``patience`` seconds (then nothing was taken, or at worst a call that
+        is counted and never made, which only ever errs on the safe side)."""
+        started = time.monotonic()
+        scope = asyncio.timeout(patience)
+        try:
+            async with scope:
+                await self.limiter.acquire()
+        except TimeoutError:
+            if scope.expired():
+                return False
+            raise
+        finally:
+            self.counters.throttle_wait_seconds += time.monotonic() - started
+        return True
 
     async def screen(self, state: BatchState) -> None:
         """Take the messages to suppressed handsets out of the batch (``state.work`` holds

@@ -2,10 +2,11 @@
 
 The send loop takes a call before every provider request (each retry and each half of a
 split batch included), releases it once the provider answered (or the call failed) and,
-when the provider answers 429, holds every caller for the time it asked. :class:`RateLimiter` is that contract and nothing more (the shape of
-python-telegram-bot's ``BaseRateLimiter``, reduced to what the sender calls);
-:class:`~bot.sender.throttle.Throttle`, shared by every process through Redis, is its
-reference implementation.
+when the provider answers 429, holds every caller for the time it asked; while it waits for a
+call it may ask how soon one frees (to have its batch ready by then). :class:`RateLimiter`
+is that contract and nothing more (the shape of python-telegram-bot's ``BaseRateLimiter``,
+reduced to what the sender calls); :class:`~bot.sender.throttle.Throttle`, shared by every
+process through Redis, is its reference implementation.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class RateLimiter(ABC):
         """The call this task took last was answered, or failed (the default: nothing to
         do; a limiter that counts calls as the provider does, on arrival, counts it from
         now)."""
+
+    async def available_in(self) -> float:
+        """Seconds until a call would be allowed (0.0: now, the default), taking nothing: a
+        hint that lets the sender have its next batch ready when the call frees."""
+        return 0.0
 
     @abstractmethod
     async def pause(self, seconds: float) -> None:

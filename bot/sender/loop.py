@@ -11,14 +11,16 @@ unreadable one is dead-lettered, an invalid message is recorded failed on its ow
 are validated with the provider's rules before they may join a batch: one bad message makes
 the provider reject the whole call), an entry deleted while pending is acknowledged.
 
-One send loop per process: with something buffered it lets the reads under way land, takes
-a provider call from the :class:`~bot.sender.limiter.RateLimiter`
-(:class:`~bot.sender.throttle.Throttle`, shared by every process), then takes up to
-``batch_size`` (≤ 100) messages of one channel (SMS/MMS or RCS) from the buffer, across
-partitions (:func:`~bot.sender.batching.take_batch`), and sends them in that call
+One send loop per process: with something buffered it lets the reads under way land, waits
+until a provider call of the :class:`~bot.sender.limiter.RateLimiter`
+(:class:`~bot.sender.throttle.Throttle`, shared by every process) is about to free
+(``prepare_ahead``), takes up to ``batch_size`` (≤ 100) messages of one channel (SMS/MMS or
+RCS) from the buffer, across partitions (:func:`~bot.sender.batching.take_batch`), screens
+them and writes the in-flight marker, then takes the call and sends them in it
 (:mod:`bot.sender.attempts`: the suppression screen, retries, the shared 429 pause, a 400's
-blame and bisection, 401/403). There is no fixed linger: when calls are free a lone reply
-leaves at once; when they are scarce, batches fill while the loop waits for a call.
+blame and bisection, 401/403): when the call frees, only the request is left to do. There
+is no fixed linger: when calls are free a lone reply leaves at once; when they are scarce,
+batches fill while the loop waits for a call.
 
 Per batch, its ids are written to the worker's in-flight marker before the call
 (:mod:`bot.sender.inflight`) and cleared once the outcome is recorded
@@ -67,6 +69,12 @@ log = structlog.get_logger(__name__)
 _PAGE = 100
 """Entries one read takes at most."""
 
+_HINT_STEP = 1.0
+"""Longest sleep between two looks at how soon a call frees."""
+
+_CALL_PATIENCE = 1.0
+"""Seconds a batch made ready waits for its call before it goes back to the buffer."""
+
 
 class Sender(PartitionedConsumer[Partition]):
     """Drains the outboxes of the partitions this worker holds (see the module docstring).
@@ -97,6 +105,9 @@ class Sender(PartitionedConsumer[Partition]):
             lease).
         drain_timeout: how long a partition given back (or :meth:`stop`) waits for the batch
             on the wire.
+        prepare_ahead: how long before a provider call frees (as the rate limiter tells)
+            the next batch is taken, screened and marked, so that it leaves the moment the
+            call frees.
     """
 
     def __init__(
@@ -120,6 +131,7 @@ class Sender(PartitionedConsumer[Partition]):
         buffer_max: int = 1000,
         block: float = 0.5,
         drain_timeout: float = 30.0,
+        prepare_ahead: float = 0.05,
     ) -> None:
         if not 1 <= batch_size <= MAX_MESSAGES_PER_CALL:
             raise ValueError(f"batch_size must be 1 to {MAX_MESSAGES_PER_CALL}")
@@ -138,6 +150,7 @@ class Sender(PartitionedConsumer[Partition]):
         self.throttle = throttle
         self.batch_size = batch_size
         self.buffer_max = max(buffer_max, batch_size)
+        self.prepare_ahead = max(0.0, prepare_ahead)
         self.counters = SenderCounters(tally=self.tally)
         self.recorder = Recorder(store, self.counters, ttl_ms=ttl_ms, timeline_max=timeline_max)
         self.attempts = Attempts(
@@ -344,11 +357,13 @@ class Sender(PartitionedConsumer[Partition]):
                     self._arrived.clear()
                     await self._arrived.wait()
                     continue
-                # The reads under way land before the call is taken, not after: nothing
-                # may delay a call between taking it and sending it (the throttle's window
-                # counts calls from when they are taken).
+                # The reads under way land, and the batch is taken, screened and marked,
+                # before the call is taken, not after: nothing may delay a call between
+                # taking it and sending it (the throttle's window counts calls from when
+                # they are taken). Only once a call is about to free: messages read while
+                # the loop waits still join the batch.
                 await self._top_up()
-                await self.attempts.take_call()
+                await self._until_call_near()
                 if self._stopping:
                     break
                 self._drop_stale()
@@ -408,9 +423,25 @@ class Sender(PartitionedConsumer[Partition]):
                 for waiter in waiters:
                     waiter.cancel()
 
+    async def _until_call_near(self) -> None:
+        """Wait until a provider call frees within ``prepare_ahead`` seconds (at once when
+        the limiter gives no hint): the batch is made ready meanwhile, so that when the call
+        frees only the request is left to do."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not self._stopping:
+            wait = await self.throttle.available_in()
+            if wait <= self.prepare_ahead:
+                break
+            # In steps: a call of another process answered early frees its place early.
+            await asyncio.sleep(min(wait - self.prepare_ahead, _HINT_STEP))
+        self.counters.throttle_wait_seconds += loop.time() - started
+
     async def _deliver(self, items: list[Item]) -> float:
-        """Send ``items`` (one channel, pre-validated; the loop took the first call) and
-        record what became of them. Returns seconds to wait before the next batch."""
+        """Screen ``items`` (one channel, pre-validated), write the in-flight marker, take
+        the first call, send them and record what became of them. Returns seconds to wait
+        before the next batch. When the call does not come within ``_CALL_PATIENCE`` (another
+        process took it, or a shared pause began), the items go back to the buffer."""
         state = BatchState(work=deque([items]))
         interrupted = True
         self._wire = {item.partition for item in items}
@@ -426,7 +457,10 @@ class Sender(PartitionedConsumer[Partition]):
                     # is written inside the ``try`` so that a stop cancelling this very write
                     # still clears it in ``_finish`` (the command may have reached Redis).
                     await self.marker.mark(gw_ids(state.work[0]))
-                    await self.attempts.work(state)
+                    if await self.attempts.take_call(patience=_CALL_PATIENCE):
+                        await self.attempts.work(state)
+                    else:
+                        state.back.extend(state.rest())
                 interrupted = False
             finally:
                 try:
