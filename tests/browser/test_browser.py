@@ -25,7 +25,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from redis.asyncio import Redis
 
 from bot.storage.redis_server import RedisServer
-from tests.web.demo import AUTH, HANDSET, KEY, TOKEN, demo_gateway, production
+from tests.web.demo import AUTH, HANDSET, KEY, PLUGIN, TOKEN, demo_gateway, production
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
@@ -170,7 +170,9 @@ async def test_rcs_cards_mms_images_and_choices_render_and_a_tapped_choice_is_an
         await shot(page, "simulator-rcs-answer")
 
         await page.goto(f"{demo.url}/inspector#conv={quote(KEY, safe='')}")
-        await expect(page.locator("#state")).to_have_text("webtest.picking:chosen", timeout=WAIT)
+        await expect(page.locator("#state")).to_have_text(
+            f"{PLUGIN}: webtest.picking:chosen", timeout=WAIT
+        )
         await expect(page.locator("#data")).to_contain_text('"colour": "Red"')
         await expect(page.locator("#timeline tr[data-kind=state]")).to_have_count(2)
         assert problems.found == []
