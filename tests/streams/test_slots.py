@@ -75,9 +75,7 @@ async def test_a_cancelled_waiter_takes_nothing_and_a_granted_one_passes_it_on()
     assert slots.busy == 0 and slots.waiting == 0
 
 
-@pytest.mark.parametrize(
-    ("width", "patience", "why"), [(0, 1.0, "width"), (1, 0.0, "patience")]
-)
+@pytest.mark.parametrize(("width", "patience", "why"), [(0, 1.0, "width"), (1, 0.0, "patience")])
 def test_bad_bounds_are_refused(width: int, patience: float, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         Slots(width, patience)
