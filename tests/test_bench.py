@@ -28,6 +28,7 @@ LATENCIES = ["ack_p50_ms", "ack_p99_ms", "reply_p50_ms", "reply_p99_ms"]
 END_TO_END = [
     "webhooks_per_s", *LATENCIES, "replies_per_s", "ratio_to_ceiling",
     "cpu_us_per_message.gateway", "cpu_us_per_message.redis", "cpu_us_per_message.sandbox",
+    "gateway_budget_us_at_target",
     "provider_calls", "messages_per_call",
 ]  # fmt: skip
 CEILING = ["webhooks_per_s", "ack_p50_ms", "ack_p99_ms"]
