@@ -72,7 +72,7 @@ from bot.conversation.filters import (
 from bot.conversation.flows import LEGACY_FLOW, FlowView
 from bot.conversation.router import Middleware, NextHandler, Router
 from bot.conversation.states import State, States
-from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef
+from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef, timer_key
 
 __all__ = [
     "ANY_STATE",
@@ -110,6 +110,7 @@ __all__ = [
     "TimerRef",
     "ToNumber",
     "normalise",
+    "timer_key",
 ]
 
 

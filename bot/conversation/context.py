@@ -22,7 +22,7 @@ atomically with the acknowledgement of the event.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType, MappingProxyType
@@ -47,7 +47,7 @@ from bot.sinch.models import (
 )
 from bot.storage.events import OutboundRequest, prepare_rcs, prepare_sms
 from bot.storage.keys import handset_of
-from bot.storage.timers import TimeoutEvent, TimerEvent, TimerRef
+from bot.storage.timers import TimeoutEvent, TimerEvent, TimerRef, timer_key
 
 __all__ = [
     "DEFAULT_FLOW",
@@ -107,11 +107,15 @@ class SessionSnapshot:
         state: The state of a session stored before flows had namespaces (``None``
             otherwise); the engine migrates it into ``flows``.
         data: The shared data of such a session (empty otherwise).
+        timers: The keys of the conversation's pending timers (:attr:`TimerRef.key`), so
+            that a plugin's ``ctx.cancel(id)`` and ``ctx.schedule(..., id=id)`` also reach
+            a timer stored under the bare ``id`` before ids had namespaces.
     """
 
     flows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     state: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    timers: Collection[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +180,8 @@ class Backend(Protocol):
         ...
 
     def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:
-        """Cancel the timers with the ids in ``cancelled``, then create ``scheduled``
-        (replacing pending timers of the same id)."""
+        """Cancel the timers with the keys in ``cancelled``, then create ``scheduled``
+        (replacing pending timers of the same :attr:`~TimerRef.key`)."""
         ...
 
     def apply(self, write: Write) -> None:
@@ -210,7 +214,8 @@ class Context:
         replies: The replies queued so far (:meth:`reply`, :meth:`reply_rcs`).
         scheduled: Timers to create when the event is committed (:meth:`schedule`,
             :meth:`goto`).
-        cancelled: Ids of timers to cancel when the event is committed (:meth:`cancel`).
+        cancelled: Keys (:attr:`TimerRef.key`) of timers to cancel when the event is
+            committed (:meth:`cancel`, leaving a state with an expiry).
         writes: Storage writes to run when the event is committed (:meth:`on_commit`).
         backend: Where the session was loaded from and the effects go (the engine's
             :class:`Backend`); handlers do not use it directly.
@@ -244,6 +249,7 @@ class Context:
             unowned = LEGACY_FLOW if self._index.names else flow
             loaded = {**migrate(session.state, session.data, self._index, unowned), **loaded}
         self._loaded: Mapping[str, Mapping[str, Any]] = loaded
+        self._pending: Collection[str] = session.timers
         """The flows as loaded (never changed: the baseline of what changed)."""
         self._flows: dict[str, _Flow] = {}
         """The flows this event looked at, by name (a flow's data is copied when first read)."""
@@ -456,7 +462,7 @@ class Context:
 
     def _leave(self, flow: _Flow) -> None:
         if flow.expiry is not None:
-            self.cancel(flow.expiry)
+            self._cancel_key(flow.expiry)
             flow.expiry = None
 
     # -- timers --------------------------------------------------------------------
@@ -474,8 +480,10 @@ class Context:
         timedelta), handled by ``@router.timer(name)`` with ``payload`` (any JSON value),
         of this plugin only (a timer comes back to the flow that scheduled it).
 
-        Scheduling an ``id`` that is pending replaces that timer. Keep ``ref.id`` in
-        ``ctx.data`` to cancel it later::
+        Ids are this plugin's own: scheduling an ``id`` this plugin has pending replaces
+        that timer, and another plugin's timer of the same id is another timer (stored
+        under :func:`~bot.storage.timers.timer_key`, ``"<plugin>/<id>"``). Without ``id``
+        the timer gets a fresh one; keep ``ref.id`` in ``ctx.data`` to cancel it later::
 
             ref = ctx.schedule("no_reply", delay=timedelta(hours=2), payload={"n": 1})
             ctx.data["no_reply"] = ref.id
@@ -498,19 +506,41 @@ class Context:
             fastjson.dumps(payload)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"a timer's payload must be JSON-serialisable: {exc}") from exc
-        ref = TimerRef(id or uuid.uuid4().hex, name, when, payload, flow=self.flow)
+        if id:
+            self._cancel_bare(id)  # one stored before namespaces is replaced, as it was
+        timer_id = id or uuid.uuid4().hex
+        ref = TimerRef(timer_id, name, when, payload, flow=self.flow, key=self._key(timer_id))
         self._add(ref)
         return ref
 
     def cancel(self, timer: TimerRef | str) -> None:
-        """Cancel a timer (its :class:`TimerRef` or id); unknown ids are ignored."""
-        timer_id = timer.id if isinstance(timer, TimerRef) else timer
-        self.scheduled = [ref for ref in self.scheduled if ref.id != timer_id]
-        if timer_id not in self.cancelled:
-            self.cancelled.append(timer_id)
+        """Cancel a timer: its :class:`TimerRef`, or its id among this plugin's timers
+        (another plugin's timer of the same id is not touched); unknown ids are ignored.
+        A timer of this id stored before ids had namespaces (by its bare id) is cancelled
+        too."""
+        if isinstance(timer, TimerRef):
+            self._cancel_key(timer.key)
+            return
+        self._cancel_key(self._key(timer))
+        self._cancel_bare(timer)
+
+    def _key(self, timer_id: str) -> str:
+        return timer_key(self.flow, timer_id)
+
+    def _cancel_bare(self, timer_id: str) -> None:
+        """Cancel the timer stored under the bare ``timer_id`` (before ids had namespaces;
+        who scheduled it is not known here, so it goes as the one id of the conversation
+        it then was), if one is pending."""
+        if timer_id in self._pending and timer_id != self._key(timer_id):
+            self._cancel_key(timer_id)
+
+    def _cancel_key(self, key: str) -> None:
+        self.scheduled = [ref for ref in self.scheduled if ref.key != key]
+        if key not in self.cancelled:
+            self.cancelled.append(key)
 
     def _add(self, ref: TimerRef) -> None:
-        self.scheduled = [other for other in self.scheduled if other.id != ref.id]
+        self.scheduled = [other for other in self.scheduled if other.key != ref.key]
         self.scheduled.append(ref)
 
     # -- replies -------------------------------------------------------------------

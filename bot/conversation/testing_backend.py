@@ -34,7 +34,7 @@ from bot.sinch.models import (
     status_for_code,
 )
 from bot.storage.keys import conversation_key
-from bot.storage.timers import TimerRef
+from bot.storage.timers import TimerRef, timer_key
 
 __all__ = ["HANDSET", "OURS", "MemoryBackend", "inbound", "receipt"]
 
@@ -59,7 +59,10 @@ class MemoryBackend:
             clears both).
         data: That session's shared data.
         replies: Every reply queued, in order.
-        timers: Pending timers by id, as the backend applied the handlers' requests.
+        timers: Pending timers by key (:attr:`~bot.storage.timers.TimerRef.key`:
+            ``"<plugin>/<id>"`` for a plugin's timer, ``"state-timeout:<plugin>"`` for its
+            state's expiry), as the backend applied the handlers' requests; one plugin's
+            timer by its id: :meth:`timer`.
         saves: How many times the session was saved.
         history: After each save, the state transitions it made: ``(flow, from, to)``.
         writes: The storage writes handlers asked for (``ctx.on_commit``), not run.
@@ -76,7 +79,8 @@ class MemoryBackend:
     writes: list[Write] = field(default_factory=list)
 
     def load(self) -> SessionSnapshot:
-        return SessionSnapshot(self.flows, self.state, self.data)  # never changed in place
+        # never changed in place
+        return SessionSnapshot(self.flows, self.state, self.data, self.timers.keys())
 
     def flow(self, name: str) -> FlowView:
         """The stored flow of the plugin ``name`` (no state and no data when it has none)."""
@@ -96,11 +100,16 @@ class MemoryBackend:
     def queue(self, reply: Reply) -> None:
         self.replies.append(reply)
 
+    def timer(self, plugin: str, timer_id: str) -> TimerRef | None:
+        """The pending timer ``timer_id`` of ``plugin`` (``ctx.schedule(..., id=...)``), or
+        ``None``."""
+        return self.timers.get(timer_key(plugin, timer_id))
+
     def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:
-        for timer_id in cancelled:
-            self.timers.pop(timer_id, None)
+        for key in cancelled:
+            self.timers.pop(key, None)
         for ref in scheduled:
-            self.timers[ref.id] = ref
+            self.timers[ref.key] = ref
 
     def apply(self, write: Write) -> None:
         self.writes.append(write)
@@ -115,7 +124,7 @@ class MemoryBackend:
         ``ref.event()`` for each)."""
         ready = sorted((ref for ref in self.timers.values() if ref.at <= now), key=lambda r: r.at)
         for ref in ready:
-            del self.timers[ref.id]
+            del self.timers[ref.key]
         return ready
 
 

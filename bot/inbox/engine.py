@@ -46,7 +46,7 @@ class EventContextBackend:
 
     def load(self) -> SessionSnapshot:
         session = self.ctx.session
-        return SessionSnapshot(session.flows, session.state, session.data)
+        return SessionSnapshot(session.flows, session.state, session.data, session.timers.keys())
 
     def queue(self, reply: Reply) -> None:
         self.ctx.queue(reply.request)
@@ -67,20 +67,20 @@ class EventContextBackend:
 
     def update_timers(self, scheduled: Sequence[TimerRef], cancelled: Sequence[str]) -> None:
         """Store the timer changes in the event's batch (committed atomically with the
-        event): the cancellations first, then the schedules (a pending id is replaced)."""
+        event): the cancellations first, then the schedules (a pending key is replaced)."""
         ctx = self.ctx
         keys = ctx.keys
         pending = ctx.session.timers
-        for timer_id in cancelled:
-            pending.pop(timer_id, None)
+        for key in cancelled:
+            pending.pop(key, None)
         for ref in scheduled:
-            pending[ref.id] = ref.at.isoformat()
+            pending[ref.key] = ref.at.isoformat()
         if cancelled or scheduled:
             ctx.save()
-        gone = [timer_member(ctx.conversation, timer_id) for timer_id in cancelled]
+        gone = [timer_member(ctx.conversation, key) for key in cancelled]
         ctx.batch.zrem(keys.timers, gone).hdel(keys.timer_data, gone)
         for ref in scheduled:
-            member = timer_member(ctx.conversation, ref.id)
+            member = timer_member(ctx.conversation, ref.key)
             ctx.batch.zadd(keys.timers, round(ref.at.timestamp() * 1000), member)
             ctx.batch.hset(
                 keys.timer_data,
@@ -102,7 +102,8 @@ class GatewayOutcome:
     scheduled: tuple[TimerRef, ...] = ()
     """Timers the handler asked for (stored with the event's batch)."""
     cancelled: tuple[str, ...] = ()
-    """Ids of timers the handler cancelled (removed with the event's batch)."""
+    """Keys (:attr:`~bot.storage.timers.TimerRef.key`) of timers the handler cancelled
+    (removed with the event's batch)."""
 
 
 class GatewayEngineHandler:
@@ -125,10 +126,10 @@ class GatewayEngineHandler:
         elif isinstance(event, TimerRef):
             # Fired into the inbox, but possibly cancelled or replaced since by an event
             # handled before it: it counts only if still pending as it was fired.
-            if ctx.session.timers.get(event.id) != event.at.isoformat():
-                log.info("stale timer ignored", timer=event.id, name=event.name)
+            if ctx.session.timers.get(event.key) != event.at.isoformat():
+                log.info("stale timer ignored", timer=event.key, name=event.name)
                 return GatewayOutcome(False)
-            del ctx.session.timers[event.id]
+            del ctx.session.timers[event.key]
             ctx.save()
             dispatched = event.event()
         else:

@@ -2,7 +2,7 @@
 
 Handlers schedule timers (``ctx.schedule``, or ``ctx.goto`` into a state with a timeout);
 :class:`~bot.inbox.engine.EventContextBackend` stores them with the event's batch in
-the partition's sorted set ``keys.timers`` (member ``<conversation>|<timer id>`` → due time
+the partition's sorted set ``keys.timers`` (member ``<conversation>|<timer key>`` → due time
 in ms) and hash ``keys.timer_data`` (same member → the ``TimerRef`` as JSON).
 
 :class:`TimerPump` runs in every worker process. For each partition whose lease this worker

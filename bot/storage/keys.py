@@ -148,9 +148,10 @@ class PartitionKeys:
 
 
 def timer_member(conversation: str, timer_id: str) -> str:
-    """``<conversation>|<timer id>``: a timer's member in :attr:`PartitionKeys.timers` and
-    field in :attr:`PartitionKeys.timer_data` (a timer id is unique per conversation; a
-    conversation key never contains ``|``)."""
+    """``<conversation>|<timer key>``: a timer's member in :attr:`PartitionKeys.timers` and
+    field in :attr:`PartitionKeys.timer_data` (``timer_id`` is the timer's
+    :attr:`~bot.storage.timers.TimerRef.key`, unique per conversation; a conversation key
+    never contains ``|``)."""
     return f"{conversation}|{timer_id}"
 
 

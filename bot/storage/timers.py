@@ -13,8 +13,12 @@ Two kinds of events do not come from the provider:
 A handler never persists a timer itself: ``ctx.schedule`` and ``ctx.goto`` record a
 :class:`TimerRef` in ``ctx.scheduled`` and ``ctx.cancel`` records an id in
 ``ctx.cancelled``; when the handler succeeds the engine hands both lists to the backend,
-which applies the cancellations first and then the schedules. A timer id is unique per
-conversation: scheduling an id that is pending replaces it.
+which applies the cancellations first and then the schedules.
+
+A timer a plugin schedules is stored under its :attr:`TimerRef.key`, ``<plugin>/<id>``
+(:func:`timer_key`): ids are the plugin's own, so two plugins' ``"reminder"`` timers are two
+timers, each firing to its plugin, and scheduling an id that the same plugin has pending
+replaces it. (Timers stored before ids had namespaces keep their bare id as their key.)
 """
 
 from __future__ import annotations
@@ -23,13 +27,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["STATE_TIMEOUT_ID", "TimeoutEvent", "TimerEvent", "TimerRef"]
+__all__ = ["STATE_TIMEOUT_ID", "TimeoutEvent", "TimerEvent", "TimerRef", "timer_key"]
 
 STATE_TIMEOUT_ID = "state-timeout"
 """The id of a flow's state expiry, followed by ``:<flow>`` (the plugin's name): each flow of
 a conversation is in one state at a time, so it has at most one pending expiry, replaced on
 every ``goto`` into a state with a timeout. (Sessions stored before flows had namespaces
 have their one expiry under this id alone.)"""
+
+
+def timer_key(flow: str, timer_id: str) -> str:
+    """The key a timer of ``flow`` (a plugin's name) with the id ``timer_id`` is stored
+    under in the conversation: ``"<flow>/<id>"``.
+
+    >>> timer_key("pizza", "reminder")
+    'pizza/reminder'
+    """
+    return f"{flow}/{timer_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +94,20 @@ class TimerRef:
     value.
 
     Attributes:
-        id: Unique per conversation: scheduling an id that is pending replaces that timer,
-            and :meth:`Context.cancel` takes it.
+        id: The timer's id as its plugin knows it (``ctx.schedule(..., id=...)``): unique
+            per plugin, not per conversation (see :attr:`key`); :meth:`Context.cancel`
+            takes it.
         name: The timer's name (for a state expiry: the state's name).
         at: When it is due (UTC).
         payload: What the handler receives as ``payload``, a JSON value.
         kind: ``"timer"``, ``"timeout"`` or ``"command"``.
         flow: The flow (the plugin's name) that scheduled it (``None``: every flow, as for
             commands).
+        key: What it is stored under, unique in the conversation: scheduling a key that is
+            pending replaces that timer. For a timer a plugin scheduled
+            ``"<plugin>/<id>"`` (:func:`timer_key`); for a state expiry (whose id names its
+            flow already), a command, or a timer stored before ids had namespaces, the id
+            itself (the default: ``""`` is replaced by :attr:`id`).
     """
 
     id: str
@@ -96,6 +116,11 @@ class TimerRef:
     payload: Any = None
     kind: Literal["timer", "timeout", "command"] = "timer"
     flow: str | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.id)
 
     def event(self) -> TimerEvent | TimeoutEvent:
         """The event to dispatch when the timer is due.
@@ -119,6 +144,8 @@ class TimerRef:
         }
         if self.flow is not None:
             value["flow"] = self.flow
+        if self.key != self.id:
+            value["key"] = self.key
         return value
 
     @classmethod
@@ -134,4 +161,5 @@ class TimerRef:
             payload=value.get("payload"),
             kind=kind,
             flow=None if value.get("flow") is None else str(value["flow"]),
+            key=str(value.get("key") or ""),
         )

@@ -315,7 +315,8 @@ def test_cancel_drops_timers_of_this_event_and_records_the_id() -> None:
     ctx.cancel("older-timer")
     ctx.cancel("older-timer")
     assert ctx.scheduled == [keep]
-    assert ctx.cancelled == [ref.id, "older-timer"]
+    assert ctx.cancelled == [ref.key, "default/older-timer"]  # keys: "<plugin>/<id>"
+    assert ref.key == f"default/{ref.id}"
 
 
 async def test_timers_are_applied_cancel_first_and_fire_their_handlers() -> None:

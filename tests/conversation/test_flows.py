@@ -18,6 +18,8 @@ from bot.conversation import (
     State,
     States,
     TimeoutEvent,
+    TimerEvent,
+    TimerRef,
 )
 from bot.conversation.flows import LEGACY_FLOW, FlowIndex, migrate
 from bot.conversation.testing_backend import MemoryBackend, inbound
@@ -69,7 +71,7 @@ async def test_each_root_router_has_its_own_flow_and_end_ends_only_it() -> None:
     }
     assert await engine.dispatch(inbound("a stop"), backend)
     assert set(backend.flows) == {"b"}
-    assert set(backend.timers) == {"a-nudge", "b-nudge", "state-timeout:b"}
+    assert set(backend.timers) == {"a/a-nudge", "b/b-nudge", "state-timeout:b"}
     # each named timer goes back to its own flow, whose data the handler reads (a's: ended)
     for ref in backend.due(clock.advance(60)):
         await engine.dispatch(ref.event(), backend)
@@ -86,7 +88,7 @@ async def test_end_all_ends_every_flow_and_cancels_their_expiries() -> None:
     for text in ("a start", "b start", "everyone stop"):
         assert await engine.dispatch(inbound(text), backend)
     assert backend.flows == {}
-    assert set(backend.timers) == {"a-nudge", "b-nudge"}  # named timers stay, as with end()
+    assert set(backend.timers) == {"a/a-nudge", "b/b-nudge"}  # named timers stay, as with end()
 
 
 async def test_flows_shows_the_others_read_only() -> None:
@@ -209,3 +211,49 @@ def test_state_timeouts_from_settings_and_per_transition() -> None:
     with pytest.raises(ValueError, match="positive"):
         ctx.goto(Timed.from_name, timeout=0)
     assert repr(Timed.from_name) == "State(flows.timed:from_name, timeout=settings.wait)"
+
+
+async def test_timer_ids_are_each_plugins_own_and_bare_ids_of_earlier_versions_carry_on() -> None:
+    def reminding(name: str) -> Router:
+        router = Router(name)
+
+        @router.message(Keyword(f"{name} remind"))
+        async def remind(ctx: Context) -> None:
+            ctx.schedule("reminder", delay=60, id="reminder", payload=name)
+
+        @router.message(Keyword(f"{name} cancel"))
+        async def cancel(ctx: Context) -> None:
+            ctx.cancel("reminder")
+
+        @router.timer("reminder")
+        async def fired(ctx: Context, payload: str, event: TimerEvent) -> None:
+            ctx.reply(f"{name}: {payload} ({event.id})")
+
+        return router
+
+    clock = FakeClock()
+    engine = Engine(reminding("a"), reminding("b"), clock=clock)
+    backend = MemoryBackend()
+    for text in ("a remind", "b remind"):
+        assert await engine.dispatch(inbound(text), backend)
+    a, b = backend.timer("a", "reminder"), backend.timer("b", "reminder")
+    assert a is not None and b is not None
+    assert (a.id, a.key, b.id, b.key) == ("reminder", "a/reminder", "reminder", "b/reminder")
+    assert TimerRef.from_json(a.to_json()) == a  # the key is stored with the timer
+    assert await engine.dispatch(inbound("a cancel"), backend)
+    assert set(backend.timers) == {"b/reminder"}
+    # A timer stored under its bare id (before ids had namespaces): read back with that key,
+    # it fires as it did; a plugin's cancel (or schedule) of that id reaches it.
+    old = {"id": "reminder", "name": "reminder", "at": clock().isoformat(), "payload": "old"}
+    legacy = TimerRef.from_json(old)
+    assert (legacy.key, legacy.flow) == ("reminder", None)
+    backend.timers[legacy.key] = legacy
+    assert await engine.dispatch(inbound("b cancel"), backend)
+    assert backend.timers == {}
+    backend.timers[legacy.key] = legacy
+    assert await engine.dispatch(inbound("a remind"), backend)
+    assert set(backend.timers) == {"a/reminder"}
+    backend.timers[legacy.key] = legacy
+    for ref in backend.due(clock.advance(60)):
+        await engine.dispatch(ref.event(), backend)
+    assert backend.texts == ["a: old (reminder)", "a: a (reminder)"]

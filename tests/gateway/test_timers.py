@@ -26,6 +26,7 @@ from bot.conversation import (
     State,
     States,
     TimerRef,
+    timer_key,
 )
 from bot.inbox.handling import GatewayLimits, RecordingHandler
 from bot.inbox.timers import TimerPump
@@ -198,7 +199,7 @@ async def test_a_scheduled_timer_fires_once_through_the_inbox_in_order(redis: Re
     async with node(redis, log, "w1") as n:
         await send(redis, "remind")
         # Stored with the event's batch, in the owning partition.
-        member = timer_member(CONV, "r1")
+        member = timer_member(CONV, timer_key("test_timers", "r1"))  # the plugin's own id
         await eventually(lambda: redis.hexists(KEYS.timer_data, member))
         assert await redis.zscore(KEYS.timers, member) is not None
         stored = json.loads(await redis.hget(KEYS.timer_data, member) or b"{}")
@@ -254,7 +255,7 @@ async def test_a_state_timeout_runs_the_timeout_handler(redis: Redis) -> None:
 @pytest.mark.cluster
 async def test_a_pending_timer_survives_a_restart(redis: Redis) -> None:
     first = Log()
-    member = timer_member(CONV, "r1")
+    member = timer_member(CONV, timer_key("test_timers", "r1"))
     async with node(redis, first, "w1", delay=1.0):
         await send(redis, "remind")
         await eventually(lambda: redis.hexists(KEYS.timer_data, member))
@@ -398,6 +399,6 @@ async def test_a_timer_cancelled_after_it_fired_is_not_handled(redis: Redis) -> 
     assert log.of("timer") == []  # the stale timer did not run
     assert log.of("message") == ["remind", "stop"]
     session = Session.from_hash(CONV, await redis.hgetall(KEYS.session(CONV)))
-    assert "r1" not in session.timers
+    assert timer_key("test_timers", "r1") not in session.timers
     assert "marker" not in session.timers  # the marker is pending under its own generated id
     assert len(session.timers) == 1

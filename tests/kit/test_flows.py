@@ -1,19 +1,22 @@
 """Each plugin's own flow, on the real gateway (BotTester: a real Redis, the sandbox
-provider): two plugins' flows on one number never touch each other's state, data or
-expiry; a state's timeout comes from the plugin's settings; a session stored before flows
+provider): two plugins' flows on one number never touch each other's state, data,
+expiry or timers (a timer id is the plugin's own; timers stored under a bare id still fire
+and cancel); a state's timeout comes from the plugin's settings; a session stored before flows
 had namespaces is migrated on load and its plugins carry on with it."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 
 from bot.conversation import Context, Keyword, Router, State, States
 from bot.plugins import Plugin
+from bot.storage.keys import timer_member
 from bot.storage.redis_server import RedisServer
-from bot.testing import BotTester
+from bot.testing import BotTester, Phone
 from plugins.appointments import plugin as appointments
 
 
@@ -201,3 +204,102 @@ async def test_a_session_stored_before_flows_is_migrated_and_its_plugins_carry_o
         [appointment] = docs
         status, doc = await bot.api("GET", f"/api/appointments/{appointment}")
         assert (status, doc["status"]) == (200, "confirmed")
+
+
+def reminding(name: str) -> Plugin:
+    """A plugin with one reminder, always scheduled under the same explicit id."""
+    router = Router(name)
+
+    @router.message(Keyword(f"{name} remind"))
+    async def remind(ctx: Context) -> None:
+        ctx.schedule("reminder", delay=timedelta(minutes=5), id="reminder", payload={"by": name})
+        ctx.reply(f"{name}: reminder set")
+
+    @router.message(Keyword(f"{name} cancel"))
+    async def cancel(ctx: Context) -> None:
+        ctx.cancel("reminder")
+        ctx.reply(f"{name}: cancelled")
+
+    @router.timer("reminder")
+    async def fired(ctx: Context, payload: dict[str, str]) -> None:
+        ctx.reply(f"{name}: reminder ({payload['by']})")
+
+    return Plugin(name, router)
+
+
+async def replies(phone: Phone, count: int) -> set[str]:
+    return {(await phone.expect_reply()).text for _ in range(count)}
+
+
+async def test_two_plugins_timers_of_one_id_are_two_timers_each_firing_to_its_plugin(
+    redis_server: RedisServer,
+) -> None:
+    async with BotTester([reminding("a"), reminding("b")], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("a remind")
+        await phone.expect_reply("a: reminder set", literal=True)
+        await phone.send("b remind")  # the same id, b's own: a's reminder stays
+        await phone.expect_reply("b: reminder set", literal=True)
+        assert set((await bot.session(phone)).timers) == {"a/reminder", "b/reminder"}
+        await bot.advance(minutes=5)
+        assert await replies(phone, 2) == {"a: reminder (a)", "b: reminder (b)"}
+        await phone.expect_no_reply()
+
+        await phone.send("a remind")
+        await phone.expect_reply("a: reminder set", literal=True)
+        await phone.send("b remind")
+        await phone.expect_reply("b: reminder set", literal=True)
+        await phone.send("a cancel")  # a's "reminder" only
+        await phone.expect_reply("a: cancelled", literal=True)
+        assert set((await bot.session(phone)).timers) == {"b/reminder"}
+        await bot.advance(minutes=5)
+        await phone.expect_reply("b: reminder (b)", literal=True)
+        await phone.expect_no_reply()
+
+
+async def store_bare_timer(bot: BotTester, phone: Phone, *, flow: str | None, by: str) -> None:
+    """Store a pending "reminder" timer as earlier versions did: under its bare id."""
+    keys, conversation = bot._keys(phone)
+    at = bot.clock() + timedelta(minutes=5)
+    ref: dict[str, Any] = {"id": "reminder", "name": "reminder", "at": at.isoformat()}
+    ref.update(payload={"by": by}, kind="timer")
+    if flow is not None:  # scheduled by a version with flows but without namespaced ids
+        ref["flow"] = flow
+    member = timer_member(conversation, "reminder")
+    await bot.redis.zadd(keys.timers, {member: round(at.timestamp() * 1000)})
+    await bot.redis.hset(keys.timer_data, member, json.dumps(ref))
+    session = keys.session(conversation)
+    timers = json.loads(await bot.redis.hget(session, "timers") or "{}")  # type: ignore[misc]
+    await bot.redis.hset(session, "timers", json.dumps({**timers, "reminder": at.isoformat()}))
+
+
+async def test_timers_stored_under_a_bare_id_still_fire_to_their_plugin_and_cancel(
+    redis_server: RedisServer,
+) -> None:
+    async with BotTester([reminding("a"), reminding("b")], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("a remind")
+        await phone.expect_reply("a: reminder set", literal=True)
+        await store_bare_timer(bot, phone, flow="b", by="old b")  # b's, under the bare id
+        assert set((await bot.session(phone)).timers) == {"a/reminder", "reminder"}
+        await bot.advance(minutes=5)
+        assert await replies(phone, 2) == {"a: reminder (a)", "b: reminder (old b)"}
+        assert (await bot.session(phone)).timers == {}
+
+        # One from before flows (no flow: offered to every plugin, as then); its plugin's
+        # ctx.cancel("reminder") still cancels it
+        await store_bare_timer(bot, phone, flow=None, by="older")
+        await phone.send("b cancel")
+        await phone.expect_reply("b: cancelled", literal=True)
+        assert (await bot.session(phone)).timers == {}
+        await bot.advance(minutes=5)
+        await phone.expect_no_reply()
+
+        # and scheduling that id again replaces it, as scheduling a pending id always did
+        await store_bare_timer(bot, phone, flow=None, by="older")
+        await phone.send("a remind")
+        await phone.expect_reply("a: reminder set", literal=True)
+        assert set((await bot.session(phone)).timers) == {"a/reminder"}
+        await bot.advance(minutes=5)
+        await phone.expect_reply("a: reminder (a)", literal=True)
+        await phone.expect_no_reply()

@@ -74,7 +74,7 @@ async def test_moving_the_clock_fires_state_timeouts_and_timers_also_across_a_re
         await phone.send("wait")
         await phone.expect_reply("Waiting")
         assert (await bot.flow(phone, "echo")).state == Flow.waiting.name == "Flow:waiting"
-        assert set((await bot.session(phone)).timers) == {"state-timeout:echo", "later"}
+        assert set((await bot.session(phone)).timers) == {"state-timeout:echo", "echo/later"}
 
         await bot.advance(hours=1)
         await phone.expect_no_reply()

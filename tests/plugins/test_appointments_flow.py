@@ -109,6 +109,13 @@ class Harness:
         return stored, forwarded
 
 
+def due(h: Harness, appointment: str, purpose: str) -> datetime:
+    """When the appointment's timer ``purpose`` (``remind``, ``nudge``, ``final``) is due."""
+    ref = h.backend.timer("appointments", timer_ids(appointment)[purpose])
+    assert ref is not None, f"no {purpose} timer pending"
+    return ref.at
+
+
 # --------------------------------------------------------------------------- the reminder
 
 
@@ -116,7 +123,7 @@ async def test_reminder_goes_remind_before_the_start_with_the_appointment_in_its
     h = Harness(AppointmentSettings(remind_before="PT24H"))
     appointment = await h.create(name="Sam Lee", starts_in=timedelta(days=2, hours=1))
     assert h.doc(appointment)["status"] == "scheduled"
-    assert h.backend.timers[timer_ids(appointment)["remind"]].at == T0 + timedelta(days=1, hours=1)
+    assert due(h, appointment, "remind") == T0 + timedelta(days=1, hours=1)
 
     assert await h.advance(timedelta(days=1)) == 0
     assert h.texts == []
@@ -136,13 +143,13 @@ async def test_reminder_goes_remind_before_the_start_with_the_appointment_in_its
         reminder.request.gw_id,
     )
     assert [item["status"] for item in doc["history"]] == ["scheduled", "reminded"]
-    assert h.backend.timers[timer_ids(appointment)["nudge"]].at == h.now + timedelta(hours=4)
+    assert due(h, appointment, "nudge") == h.now + timedelta(hours=4)
 
 
 async def test_an_appointment_sooner_than_remind_before_is_reminded_at_once() -> None:
     h = Harness()
     appointment = await h.create(starts_in=timedelta(hours=3))
-    assert h.backend.timers[timer_ids(appointment)["remind"]].at == T0
+    assert due(h, appointment, "remind") == T0
     assert await h.advance(timedelta(0)) == 1
     assert "Reply Y to confirm" in h.texts[0]
 
@@ -150,9 +157,7 @@ async def test_an_appointment_sooner_than_remind_before_is_reminded_at_once() ->
 async def test_the_appointments_own_remind_before_wins_and_when_shows_the_time_zone() -> None:
     h = Harness(AppointmentSettings(timezone="Australia/Sydney", business="Acme Dental"))
     appointment = await h.create(starts_in=timedelta(days=2), remind_before="90m")
-    assert h.backend.timers[timer_ids(appointment)["remind"]].at == T0 + timedelta(
-        days=2, minutes=-90
-    )
+    assert due(h, appointment, "remind") == T0 + timedelta(days=2, minutes=-90)
     await h.advance(timedelta(days=2, minutes=-90))
     # 09:00 UTC is 20:00 in Sydney (daylight saving time in January)
     assert h.texts[0].startswith(
@@ -229,7 +234,7 @@ async def test_r_offers_the_slots_and_takes_a_choice() -> None:
     )
     assert h.backend.replies[-1].metadata["appointment"] == appointment
     assert h.doc(appointment)["step"] == "reschedule"
-    assert timer_ids(appointment)["nudge"] not in h.backend.timers
+    assert h.backend.timer("appointments", timer_ids(appointment)["nudge"]) is None
     assert await h.send("2")
     assert h.texts[-1] == (
         "Thanks Sam, we have your request to move to Wed 14:30. We will be in touch to confirm."
@@ -380,12 +385,11 @@ async def test_a_failed_receipt_of_the_reminder_makes_it_undeliverable(status: s
 async def test_the_reply_window_counts_from_the_reminders_delivery() -> None:
     h = Harness()
     appointment = await reminded(h)
-    nudge_id = timer_ids(appointment)["nudge"]
     queued_at = h.now
-    assert h.backend.timers[nudge_id].at == queued_at + timedelta(hours=4)
+    assert due(h, appointment, "nudge") == queued_at + timedelta(hours=4)
     h.now += timedelta(hours=3)  # delivered late (held by quiet hours, a slow network...)
     assert await h.engine.dispatch(receipt("delivered", of=h.backend.replies[0]), h.backend)
-    assert h.backend.timers[nudge_id].at == h.now + timedelta(hours=4)
+    assert due(h, appointment, "nudge") == h.now + timedelta(hours=4)
     assert await h.advance(timedelta(hours=3, minutes=59)) == 0  # no nudge yet
     assert await h.advance(timedelta(minutes=1)) == 1
     assert "reply Y" in h.texts[-1] and h.doc(appointment)["nudged"]

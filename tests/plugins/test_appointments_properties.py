@@ -77,7 +77,8 @@ async def drive(sequence: list[tuple[str, object]], with_slots: bool) -> None:
             assert len(h.backend.replies) == sent_when_final, "sent after the outcome"
         elif doc["status"] in FINAL:
             final, sent_when_final = doc["status"], len(h.backend.replies)
-            pending = set(h.backend.timers) & set(timer_ids(appointment).values())
+            ids = timer_ids(appointment).values()
+            pending = {i for i in ids if h.backend.timer("appointments", i) is not None}
             assert not pending, f"timers left after {final}: {pending}"
 
 
