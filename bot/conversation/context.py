@@ -432,7 +432,10 @@ class Context:
 
     def _resolve(self, state: StateLike) -> State:
         if isinstance(state, str):
-            known = self._index.states.get(self.flow, {}).get(state)
+            index = self._index
+            known = index.states.get(self.flow, {}).get(state) or index.declared.get(
+                self.flow, {}
+            ).get(state)
             if known is not None:
                 return known
         target = States.resolve(state)

@@ -134,15 +134,23 @@ class Engine:
                 if id(node) in seen:
                     raise ValueError(f"{node!r} is given to the engine twice")
                 seen.add(id(node))
-                if node.parent is not None and (node.data_model or node.legacy_keys):
+                if node.parent is not None and (
+                    node.data_model or node.legacy_keys or node.legacy_states
+                ):
                     raise ValueError(
-                        f"{node!r} declares data= or legacy_keys=, which belong to the root "
-                        "router of its plugin (the flow is the whole tree's)"
+                        f"{node!r} declares data=, legacy_keys= or legacy_states=, which "
+                        "belong to the root router of its plugin (the flow is the whole tree's)"
                     )
         index = FlowIndex()
         for router in routers:
             states = [state for node in router.walk() for state in node.states()]
-            index.add(router.name, states, model=router.data_model, legacy_keys=router.legacy_keys)
+            index.add(
+                router.name,
+                states,
+                model=router.data_model,
+                legacy_keys=router.legacy_keys,
+                legacy_states=router.legacy_states,
+            )
         if segment_budget is not None and segment_budget < 1:
             raise ValueError("segment_budget must be at least 1 (or None for no budget)")
         self.routers = routers

@@ -16,9 +16,12 @@ the flow's pending state expiry (cancelled when the flow leaves the state).
 Sessions stored before flows had namespaces hold one ``state`` and one ``data`` object for
 the whole conversation. :func:`migrate` moves them into flows when such a session is loaded
 (and the next save stores the new shape): the keys a router claims with
-``Router(..., legacy_keys=[...])`` go to its flow; the state goes to the flow of the plugin
-whose handlers name that state, with the data nobody claimed; what has no owner is kept,
-unrouted, under :data:`LEGACY_FLOW`, so nothing is lost.
+``Router(..., legacy_keys=[...])`` go to its flow; the state goes, with the data nobody
+claimed, to the flow of the plugin that owns it: the plugin claiming it by name
+(``Router(..., legacy_states=[...])``, for a state no group declares any more), else the one
+whose handlers name it, else the one whose ``States`` groups declare it (a state of a group
+a plugin's handlers use is that plugin's, even when only ``ctx.goto`` enters it); what has
+no owner is kept, unrouted, under :data:`LEGACY_FLOW`, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -63,21 +66,26 @@ class FlowView:
 @dataclass
 class FlowIndex:
     """What the engine knows of its flows: their names (the root routers'), the states each
-    one's handlers name, the data model each one declares, the pre-namespace data keys each
-    one claims. Built by the engine; an empty index (a context built outside an engine)
-    knows nothing, and every name is a flow of its own.
+    one's handlers name and the other states of their groups, the data model each one
+    declares, the pre-namespace data keys and state names each one claims. Built by the
+    engine; an empty index (a context built outside an engine) knows nothing, and every name
+    is a flow of its own.
 
     Attributes:
         names: The flows, in the order the engine tries their routers.
         states: Per flow, the states its handlers name, by name.
+        declared: Per flow, the other states of the groups of those states, by name.
         models: Per flow, the pydantic model of its data (``Router(..., data=Model)``).
         legacy_keys: Per flow, the pre-namespace data keys it claims.
+        legacy_states: Per flow, the pre-namespace state names it claims.
     """
 
     names: tuple[str, ...] = ()
     states: dict[str, dict[str, State]] = field(default_factory=dict)
+    declared: dict[str, dict[str, State]] = field(default_factory=dict)
     models: dict[str, type[BaseModel]] = field(default_factory=dict)
     legacy_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    legacy_states: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def add(
         self,
@@ -86,6 +94,7 @@ class FlowIndex:
         *,
         model: type[BaseModel] | None = None,
         legacy_keys: Iterable[str] = (),
+        legacy_states: Iterable[str] = (),
     ) -> None:
         """Index the flow ``name`` (``ValueError`` if it is indexed already)."""
         if name in self.states:
@@ -96,29 +105,45 @@ class FlowIndex:
         if name == LEGACY_FLOW:
             raise ValueError(f"{LEGACY_FLOW!r} is reserved; name the router otherwise")
         self.names = (*self.names, name)
-        self.states[name] = {state.name: state for state in states}
+        named = self.states[name] = {state.name: state for state in states}
+        self.declared[name] = {
+            sibling.name: sibling
+            for state in named.values()
+            for sibling in state.siblings
+            if sibling.name not in named
+        }
         if model is not None:
             self.models[name] = model
         keys = tuple(legacy_keys)
         if keys:
             self.legacy_keys[name] = keys
+        claimed = tuple(legacy_states)
+        if claimed:
+            self.legacy_states[name] = claimed
 
     def state(self, flow: str, name: str | None) -> State | None:
-        """The state ``name`` of ``flow``: the one its handlers name, else the one state
-        declared under that name anywhere, else a state known by its name only."""
+        """The state ``name`` of ``flow``: the one its handlers name or its groups declare,
+        else the one state declared under that name anywhere, else a state known by its
+        name only."""
         if name is None:
             return None
         known = self.states.get(flow)
         found = known.get(name) if known is not None else None
         if found is None:
-            found = States.get(name) or State._named(name)
+            found = self.declared.get(flow, {}).get(name) or States.get(name) or State._named(name)
             if known is not None:
                 known[name] = found
         return found
 
     def owner(self, state: str) -> str | None:
-        """The first flow whose handlers name ``state``."""
-        return next((flow for flow in self.names if state in self.states[flow]), None)
+        """The flow owning the state named ``state``: the first claiming it
+        (``legacy_states``), else the first whose handlers name it, else the first whose
+        groups declare it."""
+        for owns in (self.legacy_states, self.states, self.declared):
+            found = next((flow for flow in self.names if state in owns.get(flow, ())), None)
+            if found is not None:
+                return found
+        return None
 
 
 def migrate(
@@ -137,7 +162,11 @@ def migrate(
     if state is not None:
         owner = index.owner(state) or unowned
         record: dict[str, Any] = {"state": state}
-        declared = index.states.get(owner, {}).get(state) or States.get(state)
+        declared = (
+            index.states.get(owner, {}).get(state)
+            or index.declared.get(owner, {}).get(state)
+            or States.get(state)
+        )
         if declared is None or declared.expires:
             # Its pending expiry, if any, was stored under the one pre-namespace id.
             record["expiry"] = STATE_TIMEOUT_ID

@@ -303,6 +303,10 @@ class Router:
         legacy_keys: Keys of the shared data of sessions stored before each plugin had its
             own, which are this plugin's: moved into its flow when such a session is loaded
             (root routers only; see :mod:`bot.conversation.flows`).
+        legacy_states: Names of states of such sessions that are this plugin's although no
+            handler and no ``States`` group of it names them any more (a renamed state):
+            such a session in one of them moves into this plugin's flow (root routers
+            only). States of the plugin's own groups need no claim.
 
     Attributes:
         name: Shown in logs and errors; a root router's flow.
@@ -311,6 +315,7 @@ class Router:
         provides: The argument names middleware adds.
         data_model: The flow's data model (``None``: a plain dict).
         legacy_keys: The pre-namespace data keys the flow claims.
+        legacy_states: The pre-namespace state names the flow claims.
         parent: The router this one is included in (:meth:`include`), or ``None``.
         children: The routers included in this one, in the order they are tried.
         outer: Outer middleware (:meth:`outer_middleware`), outermost first.
@@ -325,6 +330,7 @@ class Router:
         provides: Iterable[str] = (),
         data: type[BaseModel] | None = None,
         legacy_keys: Iterable[str] = (),
+        legacy_states: Iterable[str | State] = (),
     ) -> None:
         if not name:
             raise ValueError("a router needs a name")
@@ -335,6 +341,7 @@ class Router:
         self.provides = frozenset(provides)
         self.data_model = data
         self.legacy_keys = tuple(legacy_keys)
+        self.legacy_states = tuple(str(state) for state in legacy_states)
         self.parent: Router | None = None
         self.children: list[Router] = []
         self.outer: list[Middleware] = []

@@ -70,7 +70,7 @@ class State:
             settings: see :meth:`timeout_for`).
     """
 
-    __slots__ = ("_attr", "_from_settings", "_group", "timeout")
+    __slots__ = ("_attr", "_from_settings", "_group", "_owner", "timeout")
 
     def __init__(self, timeout: Timeout = None) -> None:
         self._from_settings: str | Callable[[Any], timedelta | float | None] | None = None
@@ -82,6 +82,8 @@ class State:
         self.timeout: timedelta | None = _duration(timeout, "a state's timeout")
         self._attr: str | None = None
         self._group: str | None = None
+        self._owner: type[States] | None = None
+        """The group declaring it (set when the group's class is created)."""
 
     @classmethod
     def _named(cls, name: str) -> State:
@@ -117,6 +119,12 @@ class State:
         """Whether entering the state schedules an expiry by itself (a fixed timeout or one
         from the settings)."""
         return self.timeout is not None or self._from_settings is not None
+
+    @property
+    def siblings(self) -> tuple[State, ...]:
+        """The states of the group declaring this one, itself included (only itself for a
+        state known by its name alone)."""
+        return self._owner.all() if self._owner is not None else (self,)
 
     def timeout_for(self, settings: Any) -> timedelta | None:
         """The timeout entering the state schedules, given the plugin's ``settings``.
@@ -188,6 +196,7 @@ class States:
         owner = f"{cls.__module__}.{cls.__qualname__}"
         for state in own:
             state._group = group
+            state._owner = cls
             States._registry.setdefault(state.name, {})[owner] = state
         inherited = [s for base in reversed(cls.__mro__[1:]) for s in vars(base).values()]
         seen: dict[str, State] = {}

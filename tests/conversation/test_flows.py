@@ -257,3 +257,42 @@ async def test_timer_ids_are_each_plugins_own_and_bare_ids_of_earlier_versions_c
     for ref in backend.due(clock.advance(60)):
         await engine.dispatch(ref.event(), backend)
     assert backend.texts == ["a: old (reminder)", "a: a (reminder)"]
+
+
+class Checkout(States, name="flows.checkout"):
+    basket = State()
+    paying = State(timeout=timedelta(minutes=5))  # only ever entered with ctx.goto
+
+
+async def test_a_migrated_state_goes_to_the_plugin_whose_groups_declare_it() -> None:
+    shop = Router("shop")
+
+    @shop.message(Keyword("buy"), state=Checkout.basket)
+    async def buy(ctx: Context) -> None:
+        ctx.goto("flows.checkout:paying")  # by name: the plugin's own group's state
+
+    @shop.message(Keyword("paid"))
+    async def paid(ctx: Context) -> None:
+        ctx.reply(f"paid in {ctx.state} for {ctx.data['basket']}")
+        ctx.end()
+
+    renamed = Router("renamed", legacy_states=["flows.old:asked", Checkout.paying])
+    engine = Engine(asking("a"), shop, renamed)
+    # Checkout:paying is named by no handler: its group makes it the shop's, not _shared's
+    index = FlowIndex()
+    index.add("shop", shop.states())
+    assert migrate(Checkout.paying.name, {"basket": 2}, index) == {
+        "shop": {"state": Checkout.paying.name, "data": {"basket": 2}, "expiry": STATE_TIMEOUT_ID}
+    }
+    backend = MemoryBackend(state=Checkout.paying.name, data={"basket": 2})
+    assert await Engine(asking("a"), shop).dispatch(inbound("paid"), backend)
+    assert backend.texts == ["paid in flows.checkout:paying for 2"]
+    # a claim by name (a state no group declares any more) wins over the groups
+    assert engine.index.owner("flows.old:asked") == "renamed"
+    assert engine.index.owner(Checkout.paying.name) == "renamed"
+    assert engine.index.owner(Checkout.basket.name) == "shop"
+    assert engine.index.owner("flows.nobody:knows") is None
+    root = Router("root")
+    root.include(Router("child", legacy_states=["x:y"]))
+    with pytest.raises(ValueError, match="legacy_states="):
+        Engine(root)  # a claim belongs to the plugin's root router
