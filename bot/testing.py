@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -62,7 +63,7 @@ from bot.storage.keys import DLQ, PartitionKeys, conversation_key, partition_of
 from bot.storage.redis_server import RedisServer, free_port
 from bot.storage.sessions import Session
 
-__all__ = ["BotTester", "FakeClock", "Phone", "Received", "sinchbot_redis"]
+__all__ = ["BotTester", "FakeClock", "Phone", "Received", "StoredSession", "sinchbot_redis"]
 
 OUR_NUMBER = "+61491570157"
 """The number the bot answers from in tests (from the range reserved for examples)."""
@@ -131,6 +132,80 @@ class Received:
             encoding=info.encoding,
             raw=raw,
         )
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A conversation's session as stored (:meth:`BotTester.session`).
+
+    Each plugin keeps its own state and data in ``flows``; read one plugin's with
+    :meth:`BotTester.flow`. :attr:`state` and :attr:`data` answer as they did before plugins
+    had flows of their own, for tests written then, and are deprecated.
+
+    Attributes:
+        conversation: The conversation key, ``<our number>:<handset>``.
+        version: The version it was stored at.
+        flows: Each plugin's flow by its router's name: ``{"state": ..., "data": {...},
+            "expiry": ...}``, empty parts left out.
+        timers: The pending timers: key (``<plugin>/<id>``, ``state-timeout:<plugin>``) →
+            due time (ISO 8601).
+        legacy_state: The state of a session stored before flows (``None`` once migrated).
+        legacy_data: That session's shared data (empty once migrated).
+        plugins: The flows of the tester's plugins (their routers' names), in order.
+    """
+
+    conversation: str
+    version: int
+    flows: dict[str, Any]
+    timers: dict[str, str]
+    legacy_state: str | None
+    legacy_data: dict[str, Any]
+    plugins: tuple[str, ...]
+
+    @property
+    def state(self) -> str | None:
+        """Deprecated: ``(await bot.flow(phone, "<plugin>")).state``.
+
+        With one plugin, its flow's state name (a session stored before flows: the state
+        as stored).
+
+        Raises:
+            TypeError: the tester runs several plugins, each with a state of its own.
+        """
+        if self.legacy_state is not None or self.legacy_data:
+            return self.legacy_state
+        state: str | None = self._flow("state").get("state")
+        return state
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Deprecated: ``(await bot.flow(phone, "<plugin>")).data``.
+
+        With one plugin, its flow's data (a session stored before flows: the shared data as
+        stored).
+
+        Raises:
+            TypeError: the tester runs several plugins, each with data of its own.
+        """
+        if self.legacy_state is not None or self.legacy_data:
+            return self.legacy_data
+        return dict(self._flow("data").get("data") or {})
+
+    def _flow(self, what: str) -> dict[str, Any]:
+        if len(self.plugins) != 1:
+            raise TypeError(
+                f"session.{what}: each plugin has a {what} of its own "
+                f"({', '.join(self.plugins) or 'no plugins'}); read one with "
+                f"(await bot.flow(phone, NAME)).{what}"
+            )
+        [plugin] = self.plugins
+        warnings.warn(
+            f"session.{what} is the {plugin!r} plugin's {what}: read it with "
+            f"(await bot.flow(phone, {plugin!r})).{what} (each plugin has a flow of its own)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return dict(self.flows.get(plugin) or {})
 
 
 class Phone:
@@ -581,12 +656,29 @@ class BotTester:
         keys = PartitionKeys(partition_of(number, self.partitions))
         return keys, conversation_key(self.our_number, number)
 
-    async def session(self, phone: Phone | str) -> Session:
+    async def session(self, phone: Phone | str) -> StoredSession:
         """The conversation's stored session: each plugin's ``flows`` and the pending
-        ``timers`` (one plugin's flow: :meth:`flow`)."""
+        ``timers`` (one plugin's flow: :meth:`flow`; the session's ``state`` and ``data``
+        are deprecated, see :class:`StoredSession`)."""
         keys, conversation = self._keys(phone)
         raw: dict[bytes, bytes] = await self.redis.hgetall(keys.session(conversation))  # type: ignore[assignment]
-        return Session.from_hash(conversation, raw)
+        stored = Session.from_hash(conversation, raw)
+        return StoredSession(
+            conversation=conversation,
+            version=stored.version,
+            flows=stored.flows,
+            timers=stored.timers,
+            legacy_state=stored.state,
+            legacy_data=stored.data,
+            plugins=self._flow_names(),
+        )
+
+    def _flow_names(self) -> tuple[str, ...]:
+        """The names of the plugins' flows (their routers')."""
+        bot = self.gateway.bot if self._runner is not None else None
+        if bot is None:
+            return tuple(self.config.plugins or ())
+        return tuple(loaded.router.name for loaded in bot.plugins.loaded)
 
     async def flow(self, phone: Phone | str, plugin: str) -> FlowView:
         """The stored flow of ``plugin`` (its router's name) in the conversation with

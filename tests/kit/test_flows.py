@@ -10,6 +10,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from bot.conversation import Context, Keyword, Router, State, States
@@ -189,12 +190,13 @@ async def test_a_session_stored_before_flows_is_migrated_and_its_plugins_carry_o
         await bot.redis.hset(key, mapping={"state": "survey:asked", "data": json.dumps(old)})
         await bot.redis.hdel(key, "flows")
         legacy = await bot.session(phone)
-        assert (legacy.flows, legacy.state) == ({}, "survey:asked")
+        assert (legacy.flows, legacy.legacy_state) == ({}, "survey:asked")
+        assert legacy.state == "survey:asked"  # as stored: no plugin's flow yet
 
         await phone.send("GOOD")  # the survey's state and its data moved into its flow
         await phone.expect_reply("Thanks for rating your visit: GOOD.", literal=True)
         migrated = await bot.session(phone)
-        assert (migrated.state, migrated.data) == (None, {})
+        assert (migrated.legacy_state, migrated.legacy_data) == (None, {})
         assert set(migrated.flows) == {"appointments"}  # the survey ended its own flow only
         assert migrated.flows["appointments"]["data"] == {"appointments": docs}
 
@@ -303,3 +305,29 @@ async def test_timers_stored_under_a_bare_id_still_fire_to_their_plugin_and_canc
         await bot.advance(minutes=5)
         await phone.expect_reply("a: reminder (a)", literal=True)
         await phone.expect_no_reply()
+
+
+async def test_a_sessions_state_and_data_still_answer_for_one_plugin_deprecated(
+    redis_server: RedisServer,
+) -> None:
+    """Tests written before each plugin had its own flow read ``session.state``/``.data``."""
+    async with BotTester([shop("pizza", "PZ")], redis_url=redis_server.url) as bot:
+        phone = bot.phone()
+        await phone.send("PZ")
+        await phone.expect_reply("pizza: which size?", literal=True)
+        session = await bot.session(phone)
+        with pytest.warns(DeprecationWarning, match=r"bot\.flow\(phone, 'pizza'\)\)\.state"):
+            assert session.state == "Order:size"
+        with pytest.warns(DeprecationWarning, match=r"bot\.flow\(phone, 'pizza'\)\)\.data"):
+            assert session.data == {"shop": "pizza", "asked": 1}
+        flow = await bot.flow(phone, "pizza")
+        assert (flow.state, dict(flow.data)) == ("Order:size", {"shop": "pizza", "asked": 1})
+    async with BotTester(
+        [shop("pizza", "PZ"), shop("pasta", "PA")], redis_url=redis_server.url
+    ) as bot:
+        phone = bot.phone()
+        await phone.send("PZ")
+        await phone.expect_reply("pizza: which size?", literal=True)
+        session = await bot.session(phone)
+        with pytest.raises(TypeError, match=r"pizza, pasta.*bot\.flow\(phone, NAME\)\)\.state"):
+            session.state  # noqa: B018 (several plugins: no one state to answer with)
