@@ -34,7 +34,9 @@ A two-way confirmation in full::
 
 Each root router (each plugin) has its own flow in the conversation: ``ctx.state``,
 ``ctx.data`` and ``state=`` are its own, and ``ctx.end()`` ends only it (see
-:mod:`bot.conversation.flows`).
+:mod:`bot.conversation.flows`). A flow may also be written as a transition table
+(:class:`Transitions`, :mod:`bot.conversation.table`), which registers these same
+decorators.
 
 The engine runs them: ``await Engine(router).dispatch(event, backend)``; in the gateway,
 :class:`bot.inbox.engine.GatewayEngineHandler` does it for every inbox event.
@@ -72,12 +74,15 @@ from bot.conversation.filters import (
 from bot.conversation.flows import LEGACY_FLOW, FlowView
 from bot.conversation.router import Middleware, NextHandler, Router
 from bot.conversation.states import State, States
+from bot.conversation.table import END, OTHERWISE, Transitions
 from bot.conversation.timers import STATE_TIMEOUT_ID, TimeoutEvent, TimerEvent, TimerRef, timer_key
 
 __all__ = [
     "ANY_STATE",
     "DEFAULT_SEGMENT_BUDGET",
+    "END",
     "LEGACY_FLOW",
+    "OTHERWISE",
     "PROMPT_KEY",
     "STATE_TIMEOUT_ID",
     "AnswersPrompt",
@@ -109,6 +114,7 @@ __all__ = [
     "TimerEvent",
     "TimerRef",
     "ToNumber",
+    "Transitions",
     "normalise",
     "timer_key",
 ]

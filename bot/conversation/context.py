@@ -260,6 +260,9 @@ class Context:
         self.scheduled: list[TimerRef] = []
         self.cancelled: list[str] = []
         self.writes: list[Write] = []
+        self._moves = 0
+        """How many times a handler moved a flow (:meth:`goto`, :meth:`end`): a
+        transition table's row then leaves the move to it."""
 
     # -- the event ---------------------------------------------------------------
 
@@ -415,6 +418,7 @@ class Context:
         """
         target = self._resolve(state)
         flow = self._flow()
+        self._moves += 1
         self._leave(flow)
         flow.state = target.name
         duration = target.timeout_for(self.settings) if timeout is ... else _timeout(timeout)
@@ -455,6 +459,7 @@ class Context:
             self._end(self._flow(name))
 
     def _end(self, flow: _Flow) -> None:
+        self._moves += 1
         self._leave(flow)
         flow.state = None
         flow.model = None
