@@ -334,6 +334,9 @@ class Router:
     ) -> None:
         if not name:
             raise ValueError("a router needs a name")
+        if "/" in name:
+            # A root router's name keys its plugin's timers as "<name>/<id>".
+            raise ValueError(f"a router's name cannot contain '/': {name!r}")
         if data is not None and not (isinstance(data, type) and issubclass(data, BaseModel)):
             raise TypeError(f"data= takes a pydantic model class, not {data!r}")
         self.name = name

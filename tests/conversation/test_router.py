@@ -550,3 +550,9 @@ async def test_handler_errors_propagate_and_nothing_is_applied() -> None:
         {},
         0,
     )
+
+
+def test_a_router_name_with_a_slash_is_refused() -> None:
+    # The name keys the plugin's timers as "<name>/<id>": "a/b" + "c" would be "a" + "b/c".
+    with pytest.raises(ValueError, match="cannot contain '/'"):
+        Router("a/b")
