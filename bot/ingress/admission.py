@@ -2,11 +2,16 @@
 
 A webhook (or, later, the polling loop) hands every parsed :class:`InboundMessage` or
 :class:`DeliveryReceipt` to :class:`Ingress`. A Lua script sets each event's dedupe marker
-(``SET seen NX PX ttl``) and, only if the marker was new, appends the event to its
-partition's inbox stream, so "dedupe then enqueue" is a single atomic step: a crash can
-never leave a marker without its entry (which would lose the event) or an entry without its
-marker (which would let a redelivery through twice). The markers and the inbox share the
-partition's hash tag, so the script is valid on Redis Cluster.
+(``SET sb:{pN}:ev:<digest> 1 NX PX ttl``, :meth:`PartitionKeys.seen`) and, only if the
+marker was new, appends the event to its partition's inbox stream, so "dedupe then enqueue"
+is a single atomic step: a crash can never leave a marker without its entry (which would
+lose the event) or an entry without its marker (which would let a redelivery through
+twice). The markers and the inbox share the partition's hash tag, so the script is valid on
+Redis Cluster.
+
+Markers of earlier versions (``sb:{pN}:seen:<event id>``, :meth:`PartitionKeys.seen_legacy`)
+still count: an event whose old marker exists is a duplicate (and gets no new marker), so a
+redelivery of an event admitted before an upgrade is refused for the rest of its TTL.
 
 Group commit: the webhooks that arrive while a round trip is under way share the next one,
 and their events go as one script call per partition (in arrival order within it), so a
@@ -45,18 +50,21 @@ Event = InboundMessage | DeliveryReceipt
 UNKNOWN_PREFIX = "unknown"
 """Conversation prefix of a receipt that names no handset: ``unknown:<message_id>``."""
 
-# KEYS[1] = the partition's inbox stream, KEYS[1 + i] = event i's dedupe marker; ARGV[1] =
-# marker TTL (ms), then for each event the count n of its entry's fields and values, then
-# those n. Returns, per event in order, its new entry id, or false for a known event.
+# KEYS[1] = the partition's inbox stream, KEYS[2i] = event i's dedupe marker, KEYS[2i + 1]
+# its marker as earlier versions named it (never written: an event it marks is known);
+# ARGV[1] = marker TTL (ms), then for each event the count n of its entry's fields and
+# values, then those n. Returns, per event in order, its new entry id, or false for a known
+# event.
 _ACCEPT = """
 local out = {}
 local at = 2
-for i = 2, #KEYS do
+for i = 2, #KEYS, 2 do
   local n = tonumber(ARGV[at])
-  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
-    out[i - 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, at + 1, at + n))
+  if redis.call('EXISTS', KEYS[i + 1]) == 0
+      and redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
+    out[i / 2] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, at + 1, at + n))
   else
-    out[i - 1] = false
+    out[i / 2] = false
   end
   at = at + n + 1
 end
@@ -71,14 +79,16 @@ return out
 _ACCEPT_DURABLE = """
 local out = {}
 local at = 2
-for i = 2, #KEYS do
+for i = 2, #KEYS, 2 do
   local n = tonumber(ARGV[at])
-  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
-    out[i - 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, at + 1, at + n))
+  local marker = KEYS[i]
+  if redis.call('EXISTS', KEYS[i + 1]) == 1 then marker = KEYS[i + 1] end
+  if marker == KEYS[i] and redis.call('SET', marker, '1', 'NX', 'PX', ARGV[1]) then
+    out[i / 2] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, at + 1, at + n))
   else
-    out[i - 1] = false
-    local left = redis.call('PTTL', KEYS[i])
-    if left > 0 then redis.call('PEXPIRE', KEYS[i], left) end
+    out[i / 2] = false
+    local left = redis.call('PTTL', marker)
+    if left > 0 then redis.call('PEXPIRE', marker, left) end
   end
   at = at + n + 1
 end
@@ -256,13 +266,14 @@ class Ingress:
         for index, (event, (conversation, partition)) in enumerate(
             zip(events, routes, strict=True)
         ):
+            keys = PartitionKeys(partition)
             call = calls.get(partition)
             if call is None:
-                keys = PartitionKeys(partition)
                 call = calls[partition] = ([], [keys.inbox], [str(self._ttl_ms)])
             indices, keys_list, args = call
             indices.append(index)
-            keys_list.append(PartitionKeys(partition).seen(event.event_id))
+            keys_list.append(keys.seen(event.event_id))
+            keys_list.append(keys.seen_legacy(event.event_id))
             fields = InboxEvent(conversation, event, received_at=now).to_fields()
             args.append(str(2 * len(fields)))
             for name, value in fields.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -332,3 +333,65 @@ async def test_a_redis_failure_reaches_every_waiting_webhook(tmp_path: Any) -> N
     finally:
         await client.aclose()
         server.stop()
+
+
+# ------------------------------------------------------------------ marker shapes
+
+
+def test_markers_are_short_keys_in_their_partitions_slot() -> None:
+    """A marker names its event by a 16-character digest: 30 characters or fewer for every
+    partition count (a 32-byte allocation), the partition's hash tag kept."""
+    for partition in (0, 9, 99, 1023):
+        keys = PartitionKeys(partition)
+        for event_id in ("r1", "9eca784a-54b9-44e9-a1c7-3c5fcc1241be", "mo:sha256:" + "f" * 32):
+            marker = keys.seen(event_id)
+            assert marker.startswith(f"sb:{keys.tag}:ev:") and len(marker) <= 30
+            assert marker == keys.seen(event_id) != keys.seen(event_id + "x")
+        assert keys.seen_legacy("r1") == f"sb:{keys.tag}:seen:r1"
+
+
+async def test_a_redelivery_inside_the_ttl_is_refused_by_the_new_marker(redis: Redis) -> None:
+    """The new marker is written with the entry, lives the whole dedupe TTL and refuses
+    every copy until then; nothing is written under the earlier name."""
+    ingress = Ingress(Store(redis), P, dedupe_ttl=1.5)
+    event = inbound("r-short-ttl")
+    keys = PartitionKeys(partition_of(H, P))
+    started = time.monotonic()
+    assert await ingress.accept(event)
+    assert 1_000 < await redis.pttl(keys.seen(event.event_id)) <= 1_500
+    assert await redis.exists(keys.seen_legacy(event.event_id)) == 0
+    await asyncio.sleep(1.0)
+    assert not await ingress.accept(event)  # still inside the TTL: a duplicate
+    assert len(await entries(redis, keys.partition)) == 1
+    await asyncio.sleep(max(0.0, 1.6 - (time.monotonic() - started)))
+    assert await ingress.accept(event)  # the TTL is over: the provider's window long past
+    assert len(await entries(redis, keys.partition)) == 2
+
+
+async def test_markers_of_the_previous_version_still_dedupe(redis: Redis) -> None:
+    """An event admitted before the upgrade (its marker ``sb:{pN}:seen:<event id>``, as the
+    previous version wrote it) is a duplicate until that marker expires, in a group too;
+    the old marker is not rewritten, and no new one is added beside it."""
+    ingress = Ingress(Store(redis), P, dedupe_ttl=60.0)
+    keys = PartitionKeys(partition_of(H, P))
+    await redis.set(keys.seen_legacy("r-before-upgrade"), "1", nx=True, px=1_500)
+    assert not await ingress.accept(inbound("r-before-upgrade"))
+    assert await ingress.accept_many(
+        [inbound("r-after-upgrade"), inbound("r-before-upgrade"), inbound("r-after-upgrade")]
+    ) == [True, False, False]
+    assert [e.event.event_id for e in await entries(redis, keys.partition)] == ["r-after-upgrade"]
+    assert await redis.exists(keys.seen("r-before-upgrade")) == 0
+    assert 0 < await redis.pttl(keys.seen_legacy("r-before-upgrade")) <= 1_500
+    await eventually(lambda: _gone(redis, keys.seen_legacy("r-before-upgrade")))
+    assert await ingress.accept(inbound("r-before-upgrade"))  # the old marker expired
+
+
+async def _gone(redis: Redis, key: str) -> bool:
+    return not await redis.exists(key)
+
+
+async def eventually(check: Any, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not await check():
+        assert time.monotonic() < deadline, "not within the time limit"
+        await asyncio.sleep(0.05)

@@ -68,6 +68,28 @@ async def test_an_admitted_event_is_on_a_replica_of_its_master(
     await redis.aclose()
 
 
+async def test_a_marker_of_the_previous_version_is_a_duplicate_on_a_replica_too(
+    redis_cluster: LocalCluster,
+) -> None:
+    """With WAIT, an event whose marker the previous version wrote (``seen:<event id>``) is
+    a duplicate: that marker is touched (its TTL kept) and waited for, no new one written."""
+    redis_cluster.flushall()
+    redis = redis_cluster.client()
+    ingress = Ingress(Store(redis), P, dedupe_ttl=600.0, wait_replicas=1, wait_timeout=5.0)
+    event = inbound("w-before-upgrade", 4)
+    keys = PartitionKeys(partition_of(event.source_number, P))
+    await redis.set(keys.seen_legacy(event.event_id), "1", px=300_000)
+    admissions = await ingress.admit_many([event, inbound("w-after-upgrade", 4)])
+    assert [a.stored for a in admissions] == [False, True]
+    assert 290_000 < await redis.pttl(keys.seen_legacy(event.event_id)) <= 300_000
+    assert await redis.exists(keys.seen(event.event_id)) == 0
+    with replica_view(redis_cluster, keys.inbox) as replica:
+        assert replica.exists(keys.seen_legacy(event.event_id))
+        assert replica.exists(keys.seen("w-after-upgrade"))
+        assert replica.xlen(keys.inbox) == 1
+    await redis.aclose()
+
+
 @pytest.mark.cluster
 async def test_more_replicas_than_a_master_has_is_refused_and_nothing_is_lost(
     redis: RedisClient, redis_kind: str
