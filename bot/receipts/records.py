@@ -20,12 +20,16 @@ short text, and became a hashtable (~1.1 KB and more) once any value passed the 
 **Provider ids.** ``message_id → gw_id`` is a field of the partition's hash of the day the
 message was sent, ``sb:{pN}:mids:<day>`` (days since the epoch, UTC), which expires
 ``ttl`` after that day's end: one key a day per partition instead of one per message, and
-each mapping kept at least as long as its record. Earlier versions' keys
-(``sb:{pN}:mid:<message_id>``) are read too.
+each mapping kept at least as long as its record. A provider id that is a UUID (they all
+are) is the field as the base64url of its 16 bytes (:func:`provider_field`: 22 characters
+instead of 36); day hashes of the previous version, named by the id as it is, and earlier
+versions' keys (``sb:{pN}:mid:<message_id>``) are read too.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -212,6 +216,20 @@ def mark_sent(
         map_provider_id(batch, keys, message_id, gw_id, ttl_ms=ttl_ms, now=at)
 
 
+_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def provider_field(message_id: str) -> str:
+    """The field naming the provider's ``message_id`` in a provider ids' day hash: a UUID in
+    its canonical form (lower case, dashed: the provider's ids) as the base64url of its 16
+    bytes, 22 characters instead of 36; any other id as it is. Hashes written before this
+    release name every id as it is (:func:`find_gw_ids` looks for both)."""
+    if not _UUID.fullmatch(message_id):
+        return message_id
+    raw = bytes.fromhex(message_id.replace("-", ""))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 def map_provider_id(
     batch: Batch,
     keys: PartitionKeys,
@@ -227,7 +245,7 @@ def map_provider_id(
     day = now_ms // DAY_MS
     batch.hset(
         keys.provider_ids(day),
-        {message_id: gw_id},
+        {provider_field(message_id): gw_id},
         ttl_ms=(day + 1) * DAY_MS - now_ms + ttl_ms,
     )
 
@@ -329,16 +347,20 @@ async def find_gw_ids(
     ttl_ms: int,
     now: float | None = None,
 ) -> list[str | None]:
-    """:func:`find_gw_id` in each of ``partitions`` (one round trip)."""
+    """:func:`find_gw_id` in each of ``partitions`` (one round trip): the id's field
+    (:func:`provider_field`) in each day hash, the id as it is too where that differs (day
+    hashes of an earlier version), then the key an earlier version wrote."""
     today = round((time.time() if now is None else now) * 1000) // DAY_MS
     days = [today - back for back in range(ttl_ms // DAY_MS + 2)]
+    names = list(dict.fromkeys((provider_field(message_id), message_id)))
     async with redis.pipeline(transaction=False) as pipe:
         for keys in partitions:
             for day in days:
-                pipe.hget(keys.provider_ids(day), message_id)
+                for name in names:
+                    pipe.hget(keys.provider_ids(day), name)
             pipe.get(keys.provider_id(message_id))
         replies = await pipe.execute()
-    per = len(days) + 1
+    per = len(days) * len(names) + 1
     result: list[str | None] = []
     for start in range(0, len(replies), per):
         hit = next((r for r in replies[start : start + per] if r is not None), None)

@@ -5,6 +5,7 @@ and shown by the API."""
 
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,9 +19,9 @@ from bot.outbox.deferred import DEFERRED, DeferredPump
 from bot.outbox.queue import enqueue
 from bot.receipts import records
 from bot.sinch.models import parse_receipt
-from bot.storage.events import GW_ID, OutboundRequest
+from bot.storage.events import GW_ID, OutboundRequest, new_id
 from bot.storage.keys import DAY_MS, PartitionKeys, conversation_key, partition_of
-from bot.storage.store import RANK_DELIVERED, Batch, Store
+from bot.storage.store import RANK_DELIVERED, Batch, Store, text_map
 from tests.gateway.test_api import ClientFactory, P, get, make_deps, serve
 
 pytestmark = pytest.mark.cluster  # on one server and on a Redis Cluster
@@ -284,3 +285,49 @@ async def test_a_deferred_record_of_either_shape_is_released(redis: Redis) -> No
         assert record["status"] == records.QUEUED, gw_id
         assert record["released_at"], gw_id
     assert 0 < await redis.pttl(KEYS.message(packed.gw_id)) <= TTL_MS
+
+
+async def test_new_and_old_ids_and_provider_ids_are_all_found(
+    aiohttp_client: ClientFactory, redis: Redis
+) -> None:
+    """New ids are 16 base64url characters; a 32-hex id of the previous version still names
+    its record everywhere (the API, receipts), and its provider id, a field of a day hash
+    under the full UUID as the previous version wrote it, still finds it beside the new
+    mappings, whose UUIDs are 22-character fields."""
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", gw_id) for gw_id in ids)
+
+    now = time.time()
+    today = round(now * 1000) // DAY_MS
+    old_id, old_mid = "5f0c2d0e9b7a4c3e8d1f2a3b4c5d6e7f", "9eca784a-54b9-44e9-a1c7-3c5fcc1241be"
+    new, new_mid = new_id(), "1ac0b00b-cbe5-487b-b485-9b5833f7d0bc"
+    batch = Batch()
+    records.create(batch, KEYS, request("Your table is ready", gw_id=old_id), ttl_ms=TTL_MS)
+    records.update(batch, KEYS, old_id, {"message_id": old_mid, "sent_at": "1795710958.027"})
+    records.update(batch, KEYS, old_id, {"status": records.SENT}, rank=1)
+    records.create(batch, KEYS, request("See you soon", gw_id=new), ttl_ms=TTL_MS)
+    records.mark_sent(batch, KEYS, new, new_mid, ttl_ms=TTL_MS, now=now)
+    await commit(redis, batch)
+    day_hash = KEYS.provider_ids(today)
+    await redis.hset(day_hash, old_mid, old_id)  # as the previous version mapped it
+    fields = text_map(await redis.hgetall(day_hash))
+    assert fields == {old_mid: old_id, records.provider_field(new_mid): new}
+    assert len(records.provider_field(new_mid)) == 22
+    assert records.provider_field("m-1") == "m-1"  # not a UUID: as it is
+    assert records.provider_field(new_mid.upper()) == new_mid.upper()
+
+    for message_id, gw_id in ((old_mid, old_id), (new_mid, new)):
+        assert await records.find_gw_id(redis, KEYS, message_id, ttl_ms=TTL_MS) == gw_id
+    api: TestClient[Any, Any] = await serve(aiohttp_client, make_deps(redis))
+    for lookup, gw_id in ((old_id, old_id), (old_mid, old_id), (new, new), (new_mid, new)):
+        status, view = await get(api, f"/api/messages/{lookup}?provider=0")
+        assert (status, view["id"], view["record"]["gw_id"]) == (200, gw_id, gw_id), lookup
+
+    batch = Batch()
+    for gw_id in (old_id, new):
+        records.merge_receipt(batch, KEYS, gw_id, receipt("delivered", "220", gw_id), ttl_ms=TTL_MS)
+    assert await commit(redis, batch) == [1, 1]
+    for gw_id in (old_id, new):
+        record = await records.read(redis, KEYS, gw_id)
+        assert record is not None and record["status"] == "delivered", gw_id
