@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -462,14 +463,73 @@ class Bench:
         await self.post(stack, jobs, "w", min(self.args.concurrency, 16))
         await self.quiet()
 
+    async def dump_all(self) -> dict[bytes, tuple[bytes, int]]:
+        """Every key's ``DUMP`` and remaining TTL (ms; -1: none)."""
+        keys = [key async for key in self.r.scan_iter(count=1000)]
+        dumped: dict[bytes, tuple[bytes, int]] = {}
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.dump(key).pttl(key)
+                replies = await pipe.execute()
+            for i, key in enumerate(chunk):
+                data, ttl = replies[2 * i], replies[2 * i + 1]
+                if data is not None:
+                    dumped[key] = (data, int(ttl))
+        return dumped
+
+    def restored_bytes(
+        self, before: dict[bytes, tuple[bytes, int]], after: dict[bytes, tuple[bytes, int]]
+    ) -> int:
+        """What the keys of ``after`` take beyond those of ``before``, each set restored
+        alone into an empty redis-server (prefilled, so that its keyspace's tables do not
+        grow while loading): the allocations the data needs, without the fragmentation,
+        the freed buffers and the table resizes of a server that has been running."""
+        server = RedisServer(self.work / self.name("redis-restore"))
+        server.start()
+        try:
+            r = redis.Redis.from_url(server.url)
+            try:
+                filler = r.pipeline(transaction=False)
+                for i in range(4 * max(len(after), 10_000)):
+                    filler.set(f"filler:{i}", "x", px=10**9)
+                filler.execute()
+
+                def used() -> int:
+                    info = r.info("memory")
+                    return int(info["used_memory"]) - int(info.get("mem_clients_normal", 0))
+
+                def load(dumped: dict[bytes, tuple[bytes, int]]) -> int:
+                    start = used()
+                    pipe = r.pipeline(transaction=False)
+                    for key, (data, ttl) in dumped.items():
+                        pipe.restore(key, max(ttl, 0), data, replace=True)
+                    pipe.execute()
+                    grown = used() - start
+                    pipe = r.pipeline(transaction=False)
+                    for key in dumped:
+                        pipe.delete(key)
+                    pipe.execute()
+                    return grown
+
+                return load(after) - load(before)
+            finally:
+                r.close()
+        finally:
+            server.stop()
+
     async def idle_conversations(self, stack: Stack) -> dict[str, Any]:
         count = self.args.idle_conversations
         await self.quiet()
         used_before, keys_before = await self.used_memory(), await self.key_sizes()
+        dumped_before = await self.dump_all()
         jobs = [Job(n, handset(1, n)) for n in range(count)]
         await self.post(stack, jobs, "i", min(self.args.concurrency, 16))
         await self.quiet()
         used_after, keys_after = await self.used_memory(), await self.key_sizes()
+        dumped_after = await self.dump_all()
+        restored = await asyncio.to_thread(self.restored_bytes, dumped_before, dumped_after)
         by_kind: dict[str, float] = defaultdict(float)
         for key in keys_before.keys() | keys_after.keys():
             delta = keys_after.get(key, 0) - keys_before.get(key, 0)
@@ -479,10 +539,15 @@ class Bench:
             "conversations": count,
             "exchange": "one inbound message and its reply, no receipts",
             "method": (
-                "INFO memory used_memory (without client and AOF buffers) delta / "
-                "conversations, once no work is left"
+                "every key DUMPed before and after, each set RESTOREd alone into an empty "
+                "redis-server: the used_memory difference / conversations"
             ),
-            "bytes_per_conversation": round((used_after - used_before) / count),
+            "bytes_per_conversation": round(restored / count),
+            "used_memory_delta_per_conversation": round((used_after - used_before) / count),
+            "used_memory_note": (
+                "the running server's own used_memory delta: moves by hundreds of bytes "
+                "with table resizes, fragmentation and buffers freed meanwhile"
+            ),
             "memory_usage_note": (
                 "MEMORY USAGE is Redis's own estimate per key; it leaves out allocator "
                 "rounding and the keyspace's bookkeeping, so it sums to less"
@@ -1046,7 +1111,9 @@ def report(result: dict[str, Any]) -> list[str]:
             mark("gateway_rss_load_mb")),
         row("Redis bytes per idle conversation", redis_idle["bytes_per_conversation"], "", "",
             mark("redis_bytes_per_idle_conversation")),
-        f"    ({redis_idle['method']}; {redis_idle['conversations']} conversations, "
+        f"    ({redis_idle['method']}; the running server's own delta "
+        f"{redis_idle['used_memory_delta_per_conversation']}; "
+        f"{redis_idle['conversations']} conversations, "
         f"{redis_idle['exchange']})",
         "    MEMORY USAGE by key kind, bytes per conversation: "
         + ", ".join(f"{k} {v}" for k, v in redis_idle["memory_usage_by_kind"].items())

@@ -51,6 +51,7 @@ FIGURES = [
     "memory.gateway_rss_load_mb",
     "memory.redis_idle_conversation.bytes_per_conversation",
     "memory.redis_idle_conversation.memory_usage_total",
+    "memory.redis_idle_conversation.used_memory_delta_per_conversation",
     *(f"scale_out.ceiling.{name}" for name in CEILING),
     *(f"scale_out.end_to_end.{name}" for name in END_TO_END),
     "scale_out.gateway_rss_load_mb",
