@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_PATIENCE",
     "FAILURE_PREFIX",
     "INBOX",
+    "TURN",
     "VERSION_FIELD",
     "InboxConsumer",
     "InboxStats",
@@ -106,6 +107,10 @@ Redis round trip overlapping another's handling; more only shrink the batches (m
 docs/benchmarks.md: gateway CPU per message falls by about a fifth from unbounded to two)."""
 DEFAULT_PATIENCE: Final = 0.1
 """Seconds a partition waits for its turn at most (a slow handler does not stall the rest)."""
+
+TURN: Final = 0.001
+"""Seconds of handling after which a batch lets the event loop run other callbacks (the
+webhooks' answers, other partitions' round trips) before its next event."""
 
 _OUTAGE = (RedisConnectionError, RedisTimeoutError)
 """Errors that mean "Redis is not reachable right now", not "this entry is bad"."""
@@ -329,6 +334,7 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
         batch = part.stream.fence(Batch())
         batch.write_versioned(part.keys.failures(), part.version, {})  # _PARTITION_GUARD
         run = _Run(batch, {})
+        turn = time.perf_counter()
         for index, item in enumerate(items):
             event = item.event
             if event is None:
@@ -341,6 +347,11 @@ class InboxConsumer(PartitionedConsumer[_InboxPartition]):
                 session = stored.copy() if stored else Session(conversation)
             ctx = EventContext(event, part.keys, run.batch, session, self.limits)
             started = time.perf_counter()
+            if started - turn > TURN:
+                # Handlers seldom wait for anything: without this a large batch would hold
+                # the event loop (and the webhooks waiting on it) for its whole length.
+                await asyncio.sleep(0)
+                turn = started = time.perf_counter()
             try:
                 # A hung handler must not stall its partition: a timeout is a failure of
                 # this entry (retried, then dead-lettered).

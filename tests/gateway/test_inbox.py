@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from bot.inbox.handling import EventContext, GatewayLimits, Session
 from bot.inbox.worker import (
     DEFAULT_CONCURRENCY,
     DEFAULT_PATIENCE,
+    TURN,
     InboxConsumer,
     failure_field,
 )
@@ -292,6 +294,39 @@ async def test_a_partition_backing_off_after_a_failure_gives_its_slot_back(
         await eventually(lambda: _all_seen(redis, {a: ["bad"], b: ["good"]}))
         assert w.consumer.slots is not None and w.consumer.slots.overflows == 0
     assert recorder.calls_for("bad") == 3
+
+
+async def test_a_long_batch_lets_the_event_loop_run_between_its_events(redis: Redis) -> None:
+    """Handlers that never wait (as most do) still give the loop a turn every TURN seconds
+    of a batch, so the webhooks' answers do not wait for the whole batch."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    seen_ticks: list[int] = []
+
+    async def busy(ctx: EventContext) -> None:
+        seen_ticks.append(ticks)
+        end = time.perf_counter() + TURN / 2
+        while time.perf_counter() < end:  # CPU work, no await
+            pass
+
+    texts = [f"m{n}" for n in range(40)]
+    for text in texts:
+        await send(redis, 0, text)
+    running = asyncio.create_task(ticker())
+    try:
+        async with worker(redis, "w1", Recorder(hook=busy)) as w:
+            await eventually(lambda: _all_seen(redis, {0: texts}))
+            assert w.consumer.stats.batch_sizes[40] == 1  # one batch of all of them
+    finally:
+        running.cancel()
+    # Every other event or so the ticker ran: the batch did not hold the loop throughout.
+    assert len(set(seen_ticks)) >= 10
 
 
 async def _all_seen(redis: Redis, sent: dict[int, list[str]]) -> bool:
