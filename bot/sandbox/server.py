@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
@@ -280,12 +282,40 @@ class Sandbox:
         await asyncio.wait_for(self.delivery.wait_idle(), timeout)
 
 
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """Tune the cyclic garbage collector for a sandbox process, once it listens (as
+    ``sinchbot serve`` does for the gateway, :func:`bot.app.serve.freeze_startup_objects`);
+    undone on exit.
+
+    ``gc.freeze()`` keeps what start-up built (modules, models, the app) out of every later
+    collection's scan, and a young generation of 10,000 objects instead of 700 makes
+    collections far fewer. In the benchmark's outbound phase (a backlog of 8,000 messages
+    drained at 20 calls per 2 s) full collections of 48-106 ms held the sandbox's answers
+    during the drain, about 1.5 % of it, without this. Objects created later (messages,
+    receipts) are collected as usual.
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 async def serve(config: SandboxConfig | None = None, *, out: TextIO | None = None) -> None:
-    """Run the sandbox until cancelled, after printing one line with its URL and credentials."""
+    """Run the sandbox until cancelled, after printing one line with its URL and credentials.
+
+    The process's garbage collector is tuned while it listens (:func:`tuned_gc`): ``serve``
+    is the sandbox as a process of its own (``sinchbot sandbox``)."""
     async with Sandbox(config) as sandbox:
-        line = (
-            f"Sinch sandbox on {sandbox.url}  api key: {sandbox.api_key}  "
-            f"api secret: {sandbox.api_secret}  numbers: {', '.join(sandbox.config.numbers)}"
-        )
-        print(line, file=out or sys.stdout, flush=True)
-        await asyncio.Event().wait()
+        with tuned_gc():
+            line = (
+                f"Sinch sandbox on {sandbox.url}  api key: {sandbox.api_key}  "
+                f"api secret: {sandbox.api_secret}  numbers: {', '.join(sandbox.config.numbers)}"
+            )
+            print(line, file=out or sys.stdout, flush=True)
+            await asyncio.Event().wait()
