@@ -79,6 +79,10 @@ class BatchState:
     """gw_ids of messages in calls whose outcome is unknown."""
     pause: float = 0.0
     """Seconds the loop waits before its next batch."""
+    on_wire: bool = False
+    """A provider call of this batch is under way."""
+    recording: bool = False
+    """The batch's calls are over and its outcomes are being recorded."""
 
     def rest(self) -> list[Item]:
         items = list(self.current)
@@ -156,8 +160,8 @@ class Attempts:
         self.rate_limit_pause = rate_limit_pause
         self.error_backoff = error_backoff
         self.stopping = stopping
-        self.on_wire = False
-        """A provider call is under way."""
+        self.on_wire = 0
+        """Provider calls under way (of every batch)."""
         self._failed_rounds = 0
         self._log = log.bind(worker=worker_id)
 
@@ -298,7 +302,8 @@ class Attempts:
         self.counters.calls += 1
         for item in group:
             item.calls += 1
-        self.on_wire = True
+        self.on_wire += 1
+        state.on_wire = True
         try:
             if group[0].request.channel == "rcs":
                 rcs = [m for m in (i.message for i in group) if isinstance(m, RcsMessage)]
@@ -325,11 +330,16 @@ class Attempts:
                 )
             raise
         finally:
-            self.on_wire = False
             # Answered or failed: the call counts from now (a release that fails leaves it
-            # counted as in flight for longer, which only ever errs on the safe side).
-            with contextlib.suppress(RedisError, OSError):
-                await self.limiter.release()
+            # counted as in flight for longer, which only ever errs on the safe side). The
+            # batch counts as on the wire until then: a stop does not cancel it while its
+            # answer is in hand and not yet noted.
+            try:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.limiter.release()
+            finally:
+                self.on_wire -= 1
+                state.on_wire = False
 
     def _sent(
         self, group: list[Item], answer: list[ProviderMessage] | None, state: BatchState

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,12 @@ class Item:
     @property
     def gw_id(self) -> str:
         return self.request.gw_id
+
+    @property
+    def conversation(self) -> tuple[int, str]:
+        """The conversation the message belongs to (its partition and key): its messages
+        leave in the order they were queued."""
+        return (self.partition, self.request.conversation)
 
 
 # --------------------------------------------------------------------------- validation
@@ -151,18 +157,39 @@ def rcs_from_wire(body: Mapping[str, Any]) -> RcsMessage:
 # --------------------------------------------------------------------------- batches
 
 
-def take_batch(buffer: deque[Item], limit: int = MAX_MESSAGES_PER_CALL) -> list[Item]:
-    """Take up to ``limit`` items for one provider call: the oldest item's channel (SMS/MMS
-    and RCS go to different endpoints), oldest first. Items of the other channel keep their
-    place in ``buffer``."""
+def take_batch(
+    buffer: deque[Item],
+    limit: int = MAX_MESSAGES_PER_CALL,
+    busy: Container[tuple[int, str]] = (),
+) -> list[Item]:
+    """Take up to ``limit`` items for one provider call, oldest first, keeping every
+    conversation's order.
+
+    The batch is of the channel of the oldest item it may take (SMS/MMS and RCS go to
+    different endpoints). Items stay in their place in ``buffer`` when their conversation
+    (:attr:`Item.conversation`) is in ``busy`` (another call carries its messages), or when
+    an earlier item of their conversation stays (it is of the other channel): a message
+    never leaves before one queued earlier in its conversation.
+    """
     if not buffer:
         return []
-    channel = buffer[0].request.channel
+    channel: str | None = None
     taken: list[Item] = []
     kept: list[Item] = []
+    held: set[tuple[int, str]] = set()
     while buffer and len(taken) < limit:
         item = buffer.popleft()
-        (taken if item.request.channel == channel else kept).append(item)
+        conversation = item.conversation
+        if conversation in held or conversation in busy:
+            kept.append(item)
+            continue
+        if channel is None:
+            channel = item.request.channel
+        if item.request.channel == channel:
+            taken.append(item)
+        else:
+            held.add(conversation)
+            kept.append(item)
     buffer.extendleft(reversed(kept))
     return taken
 

@@ -30,9 +30,10 @@ class RateLimiter(ABC):
         do; a limiter that counts calls as the provider does, on arrival, counts it from
         now)."""
 
-    async def available_in(self) -> float:
-        """Seconds until a call would be allowed (0.0: now, the default), taking nothing: a
-        hint that lets the sender have its next batch ready when the call frees."""
+    async def available_in(self, ahead: int = 0) -> float:
+        """Seconds until a call would be allowed (0.0: now, the default), taking nothing,
+        once ``ahead`` more calls were taken (those the sender's batches already wait for):
+        a hint that lets the sender have its next batch ready when the call frees."""
         return 0.0
 
     @abstractmethod

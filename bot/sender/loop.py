@@ -15,34 +15,50 @@ One send loop per process: with something buffered it lets the reads under way l
 until a provider call of the :class:`~bot.sender.limiter.RateLimiter`
 (:class:`~bot.sender.throttle.Throttle`, shared by every process) is about to free
 (``prepare_ahead``), takes up to ``batch_size`` (≤ 100) messages of one channel (SMS/MMS or
-RCS) from the buffer, across partitions (:func:`~bot.sender.batching.take_batch`), screens
-them and writes the in-flight marker, then takes the call and sends them in it
-(:mod:`bot.sender.attempts`: the suppression screen, retries, the shared 429 pause, a 400's
-blame and bisection, 401/403): when the call frees, only the request is left to do. There
-is no fixed linger: when calls are free a lone reply leaves at once; when they are scarce,
-batches fill while the loop waits for a call.
+RCS) from the buffer, across partitions (:func:`~bot.sender.batching.take_batch`), and hands
+them to a delivery task, which screens them and writes the in-flight marker, then takes the
+call and sends them in it (:mod:`bot.sender.attempts`: the suppression screen, retries, the
+shared 429 pause, a 400's blame and bisection, 401/403): when the call frees, only the
+request is left to do. There is no fixed linger: when calls are free a lone reply leaves at
+once; when they are scarce, batches fill while the loop waits for a call.
+
+Up to ``max_in_flight`` (2) batches are between being taken and the end of their calls at
+once, each with at most one call on the wire: while one batch's call is on the wire the
+next one is ready and waiting for its call, so a call that frees does not wait for the one
+before it to be answered (a single serial loop has no slack: any call slower than the one a
+period before it delays every later one). A batch never holds a message of a conversation
+another batch still holds (from being taken until its outcomes are recorded and whatever it
+put back is in the buffer again): a conversation has at most one call on the wire, and its
+messages leave in the order they were queued. Recording a batch's outcomes happens after
+its last call was released, off the path of the next call.
 
 Per batch, its ids are written to the worker's in-flight marker before the call
-(:mod:`bot.sender.inflight`) and cleared once the outcome is recorded
-(:mod:`bot.sender.recording`: per partition one atomic batch of records, timeline entries
-and acknowledgements, the partitions' batches committed together). After a crash the first
-worker to take over one of the dead worker's partitions logs ``possible duplicate send after
-a crash`` with the marker's ids: at most that one batch is sent twice.
+(:mod:`bot.sender.inflight`; it names every batch on the wire) and taken out once the
+outcome is recorded (:mod:`bot.sender.recording`: per partition one atomic batch of
+records, timeline entries and acknowledgements, the partitions' batches committed together).
+After a crash the first worker to take over one of the dead worker's partitions logs
+``possible duplicate send after a crash`` with the marker's ids: at most the batches on the
+wire (``max_in_flight``) are sent twice.
 
 A conversation's messages reach the provider in order, across crashes and hand-overs: only
-the lease holder reads a partition, its pending entries go before new ones, and messages put
-back after a failed call go to the front of the buffer. A partition given back (a
+the lease holder reads a partition, its pending entries go before new ones, a conversation
+is in at most one batch at a time, and messages put back after a failed call go to the
+front of the buffer before their conversation is free again. A partition given back (a
 rebalance) first lets the read under way land, forgets its buffered entries (they stay
 pending for the next owner) and waits until no call of ours carries its messages; only then
 is its lease deleted, so the next owner neither sends again what is on our wire nor misses
-what our last read took. A partition lost (its lease expired) is forgotten at once.
+what our last read took. A partition lost (its lease expired) is forgotten at once. A
+delivery that fails (a Redis outage) makes the loop wait for the others, then start over
+from the pending entries.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import contextlib
+from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from redis.exceptions import RedisError
@@ -74,6 +90,20 @@ _HINT_STEP = 1.0
 
 _CALL_PATIENCE = 1.0
 """Seconds a batch made ready waits for its call before it goes back to the buffer."""
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """One batch between being taken from the buffer and the end of its delivery."""
+
+    state: BatchState
+    number: int
+    """Unique among this process's batches (its place in the in-flight marker)."""
+    items: list[Item]
+    calling: bool = True
+    """Not through its calls yet (it counts against ``max_in_flight``)."""
+    waiting: bool = True
+    """Has not taken its call yet (the loop's hint counts the calls it will take)."""
 
 
 class Sender(PartitionedConsumer[Partition]):
@@ -108,6 +138,9 @@ class Sender(PartitionedConsumer[Partition]):
         prepare_ahead: how long before a provider call frees (as the rate limiter tells)
             the next batch is taken, screened and marked, so that it leaves the moment the
             call frees.
+        max_in_flight: batches between being taken and the end of their calls at once
+            (each with at most one call on the wire; never two holding messages of one
+            conversation). 1 makes the sender serial.
     """
 
     def __init__(
@@ -132,11 +165,12 @@ class Sender(PartitionedConsumer[Partition]):
         block: float = 0.5,
         drain_timeout: float = 30.0,
         prepare_ahead: float = 0.05,
+        max_in_flight: int = 2,
     ) -> None:
         if not 1 <= batch_size <= MAX_MESSAGES_PER_CALL:
             raise ValueError(f"batch_size must be 1 to {MAX_MESSAGES_PER_CALL}")
-        if max_deliveries <= 0 or retry_attempts <= 0:
-            raise ValueError("max_deliveries and retry_attempts must be positive")
+        if max_deliveries <= 0 or retry_attempts <= 0 or max_in_flight <= 0:
+            raise ValueError("max_deliveries, retry_attempts and max_in_flight must be positive")
         super().__init__(
             store,
             registry,
@@ -151,6 +185,7 @@ class Sender(PartitionedConsumer[Partition]):
         self.batch_size = batch_size
         self.buffer_max = max(buffer_max, batch_size)
         self.prepare_ahead = max(0.0, prepare_ahead)
+        self.max_in_flight = max_in_flight
         self.counters = SenderCounters(tally=self.tally)
         self.recorder = Recorder(store, self.counters, ttl_ms=ttl_ms, timeline_max=timeline_max)
         self.attempts = Attempts(
@@ -178,11 +213,25 @@ class Sender(PartitionedConsumer[Partition]):
         self._arrived = asyncio.Event()
         self._waiting_room: set[int] = set()
         """Partitions whose reader waits for room in the buffer."""
-        self._wire: set[int] = set()
-        """Partitions of the batch on the wire (a release waits until they are recorded)."""
-        self._wire_done = asyncio.Event()
-        self._wire_done.set()
-        self._recording = False
+        self._wire: Counter[int] = Counter()
+        """Partitions of the batches being delivered, by batches (a release waits until
+        they are recorded)."""
+        self._busy: Counter[tuple[int, str]] = Counter()
+        """Conversations of the batches being delivered (no other batch may take their
+        messages)."""
+        self._deliveries: dict[asyncio.Task[None], BatchState] = {}
+        self._calling = 0
+        """Deliveries taken and not yet through their calls (at most ``max_in_flight``)."""
+        self._waiting = 0
+        """Deliveries that have not taken their call yet."""
+        self._batches = 0
+        self._stirred = asyncio.Event()
+        """Set (and replaced) whenever a delivery is through its calls or ends, or entries
+        arrive."""
+        self._failure: Exception | None = None
+        """What made a delivery fail (the loop starts over once the others ended)."""
+        self._resume_at = 0.0
+        """Loop time before which no batch is taken (a refusal's or failed batch's pause)."""
         self._stopping = False
         self._aborted = False
         self._task: asyncio.Task[None] | None = None
@@ -204,16 +253,25 @@ class Sender(PartitionedConsumer[Partition]):
         leave buffered, unsent entries pending for a restart or another worker (they never
         left, so nothing is sent twice)."""
         self._stopping = True
+        self._stir()
+        # A batch not on the wire (screened, waiting for its call) is abandoned now: its
+        # messages stay pending. One on the wire, or being recorded, finishes.
+        for delivery, state in list(self._deliveries.items()):
+            if not (state.on_wire or state.recording):
+                delivery.cancel()
         await super().stop()  # each partition: its last read lands, the wire is waited for
         task, self._task = self._task, None
         if task is None:
             return
-        if not (self.attempts.on_wire or self._recording):
-            task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=self.drain_timeout)
-        if not done:
+        await cancel_and_wait(task)  # the loop itself is never on the wire
+        deliveries = set(self._deliveries)
+        if not deliveries:
+            return
+        _, late = await asyncio.wait(deliveries, timeout=self.drain_timeout)
+        if late:
             self._log.warning("sender stop: the batch on the wire did not finish in time")
-            await cancel_and_wait(task)
+            for delivery in late:
+                await cancel_and_wait(delivery)
 
     async def abort(self) -> None:
         """Stop at once, finishing and recording nothing: what a crash leaves behind (entries
@@ -221,6 +279,8 @@ class Sender(PartitionedConsumer[Partition]):
         self._aborted = self._stopping = True
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        for delivery in list(self._deliveries):
+            await cancel_and_wait(delivery)
         await super().halt()
 
     async def halt(self) -> None:
@@ -269,8 +329,8 @@ class Sender(PartitionedConsumer[Partition]):
         """The partition is given back (its last read has landed): forget its buffered
         entries and wait until no call of ours carries its messages."""
         self._forget(part.partition)
-        while part.partition in self._wire:
-            await self._wire_done.wait()
+        while self._wire[part.partition] > 0:
+            await self._stirred.wait()
         self._forget(part.partition)  # what a failed call put back meanwhile
 
     def ended(self, part: Partition) -> None:
@@ -313,6 +373,7 @@ class Sender(PartitionedConsumer[Partition]):
             self._held.update(item.key for item in fresh)
             self._buffer.extend(fresh)
             self._arrived.set()
+            self._stir()
 
     def _forget(self, partition: int) -> None:
         """Drop ``partition``'s buffered entries (they stay pending in Redis)."""
@@ -347,15 +408,24 @@ class Sender(PartitionedConsumer[Partition]):
     async def _loop(self) -> None:
         errors = 0
         recovered = False
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
                 if not recovered:  # this worker's marker, from a run that died
                     await self._recover_marker(self.worker_id)
                     recovered = True
+                await self._after_failure()
                 self._drop_stale()
                 if not self._buffer:
                     self._arrived.clear()
                     await self._arrived.wait()
+                    continue
+                if self._calling >= self.max_in_flight:
+                    await self._stirred.wait()  # a delivery gets through its calls
+                    continue
+                pause = self._resume_at - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                     continue
                 # The reads under way land, and the batch is taken, screened and marked,
                 # before the call is taken, not after: nothing may delay a call between
@@ -366,13 +436,17 @@ class Sender(PartitionedConsumer[Partition]):
                 await self._until_call_near()
                 if self._stopping:
                     break
+                if self._failure is not None or self._resume_at > loop.time():
+                    continue
                 self._drop_stale()
-                batch = take_batch(self._buffer, self.batch_size)
+                stirred = self._stirred
+                batch = take_batch(self._buffer, self.batch_size, self._busy)
                 self._wake_readers()
-                pause = await self._deliver(batch) if batch else 0.0
-                errors = 0
-                if pause and not self._stopping:
-                    await asyncio.sleep(pause)
+                if batch:
+                    self._launch(batch)
+                    errors = 0
+                else:  # every buffered conversation has a batch on its way
+                    await stirred.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -385,8 +459,27 @@ class Sender(PartitionedConsumer[Partition]):
                     error=str(exc) or type(exc).__name__,
                     exc_info=not isinstance(exc, RedisError | OSError),
                 )
+                await self._settle_deliveries()
                 self._start_over()
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(errors, 6)))
+
+    def _stir(self) -> None:
+        """Wake whoever waits for a delivery to move on, or for entries to arrive."""
+        self._stirred.set()
+        self._stirred = asyncio.Event()
+
+    async def _after_failure(self) -> None:
+        """When a delivery failed: raise what made it fail (the loop then starts over)."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    async def _settle_deliveries(self) -> None:
+        """Wait until no delivery is under way (before the loop starts over: the entries
+        of a batch on the wire are still pending, and must not be read again meanwhile)."""
+        while self._deliveries:
+            await asyncio.wait(set(self._deliveries))
+        self._failure = None
 
     def _drop_stale(self) -> None:
         """Forget buffered entries of partitions no longer read (given back or lost)."""
@@ -425,30 +518,87 @@ class Sender(PartitionedConsumer[Partition]):
 
     async def _until_call_near(self) -> None:
         """Wait until a provider call frees within ``prepare_ahead`` seconds (at once when
-        the limiter gives no hint): the batch is made ready meanwhile, so that when the call
-        frees only the request is left to do."""
+        the limiter gives no hint), not counting the calls that batches made ready before
+        wait for: the batch is made ready meanwhile, so that when its call frees only the
+        request is left to do."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         while not self._stopping:
-            wait = await self.throttle.available_in()
+            stirred = self._stirred
+            wait = await self.throttle.available_in(self._waiting)
             if wait <= self.prepare_ahead:
                 break
-            # In steps: a call of another process answered early frees its place early.
-            await asyncio.sleep(min(wait - self.prepare_ahead, _HINT_STEP))
+            # In steps: a call of another process answered early frees its place early. A
+            # call of ours answered (a delivery through its calls) or taken changes the
+            # hint at once: a call on the wire counts as in flight until its answer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(wait - self.prepare_ahead, _HINT_STEP)):
+                    await stirred.wait()
         self.counters.throttle_wait_seconds += loop.time() - started
 
-    async def _deliver(self, items: list[Item]) -> float:
-        """Screen ``items`` (one channel, pre-validated), write the in-flight marker, take
-        the first call, send them and record what became of them. Returns seconds to wait
-        before the next batch. When the call does not come within ``_CALL_PATIENCE`` (another
-        process took it, or a shared pause began), the items go back to the buffer."""
-        state = BatchState(work=deque([items]))
+    def _launch(self, items: list[Item]) -> None:
+        """Hand ``items`` to a delivery task of their own; their conversations and
+        partitions are the delivery's until it ends."""
+        self._batches += 1
+        delivery = _Delivery(BatchState(work=deque([items])), self._batches, items)
+        self._calling += 1
+        self._waiting += 1
+        self._wire.update(item.partition for item in items)
+        self._busy.update(item.conversation for item in items)
+        task = asyncio.create_task(self._deliver(delivery), name=f"sender-batch:{delivery.number}")
+        self._deliveries[task] = delivery.state
+
+    def _called(self, delivery: _Delivery) -> None:
+        """The delivery took its call (or will not wait for one any more)."""
+        if delivery.waiting:
+            delivery.waiting = False
+            self._waiting -= 1
+
+    def _through_calls(self, delivery: _Delivery) -> None:
+        """The delivery's calls are over: the next batch may be made ready."""
+        self._called(delivery)
+        if delivery.calling:
+            delivery.calling = False
+            self._calling -= 1
+            self._stir()
+
+    async def _deliver(self, delivery: _Delivery) -> None:
+        """Deliver one batch (see :meth:`_send_batch`), then give its conversations and
+        partitions back. A failure is left for the loop, which starts over."""
+        state = delivery.state
+        try:
+            await self._send_batch(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._failure is None:
+                self._failure = exc
+        finally:
+            self._through_calls(delivery)
+            self._wire.subtract(item.partition for item in delivery.items)
+            self._busy.subtract(item.conversation for item in delivery.items)
+            self._wire = +self._wire
+            self._busy = +self._busy
+            if state.pause:
+                resume_at = asyncio.get_running_loop().time() + state.pause
+                self._resume_at = max(self._resume_at, resume_at)
+            task = asyncio.current_task()
+            if task is not None:
+                self._deliveries.pop(task, None)
+            self._stir()
+
+    async def _send_batch(self, delivery: _Delivery) -> None:
+        """Screen the batch (one channel, pre-validated), write the in-flight marker, take
+        the first call, send the messages and record what became of them; once the calls
+        are over the next batch may be made ready while this one is recorded. When the call
+        does not come within ``_CALL_PATIENCE`` (another process took it, or a shared pause
+        began), the messages go back to the buffer."""
+        state = delivery.state
         interrupted = True
-        self._wire = {item.partition for item in items}
-        self._wire_done.clear()
         # Every line logged for this batch (the client's too) says which partitions it is of.
         with structlog.contextvars.bound_contextvars(
-            partitions=sorted(self._wire), batch=len(items)
+            partitions=sorted({item.partition for item in delivery.items}),
+            batch=len(delivery.items),
         ):
             try:
                 await self.attempts.screen(state)
@@ -456,31 +606,29 @@ class Sender(PartitionedConsumer[Partition]):
                     # The marker only matters until another worker takes over after a crash. It
                     # is written inside the ``try`` so that a stop cancelling this very write
                     # still clears it in ``_finish`` (the command may have reached Redis).
-                    await self.marker.mark(gw_ids(state.work[0]))
-                    if await self.attempts.take_call(patience=_CALL_PATIENCE):
+                    await self.marker.mark(gw_ids(state.work[0]), batch=delivery.number)
+                    try:
+                        called = await self.attempts.take_call(patience=_CALL_PATIENCE)
+                    finally:
+                        self._called(delivery)
+                    if called:
                         await self.attempts.work(state)
                     else:
                         state.back.extend(state.rest())
                 interrupted = False
             finally:
-                try:
-                    if not self._aborted:
-                        await self._finish(state, interrupted=interrupted)
-                finally:
-                    self._wire = set()
-                    self._wire_done.set()
-        return state.pause
+                self._through_calls(delivery)
+                if not self._aborted:
+                    state.recording = True
+                    await self._finish(state, delivery.number, interrupted=interrupted)
 
-    async def _finish(self, state: BatchState, *, interrupted: bool) -> None:
+    async def _finish(self, state: BatchState, number: int, *, interrupted: bool) -> None:
         """Record the batch's outcomes, put unsent messages back (those of partitions still
-        read), and clear (or narrow) the in-flight marker."""
+        read), and take the batch out of the in-flight marker (narrowed to unknown
+        outcomes)."""
         if interrupted:
             state.left.extend(state.rest())
-        self._recording = True
-        try:
-            await self.recorder.record(state.outcomes)
-        finally:
-            self._recording = False
+        await self.recorder.record(state.outcomes)
         for outcome in state.outcomes:
             self._held.discard((outcome.partition, outcome.entry_id))
         back: list[Item] = []
@@ -494,4 +642,5 @@ class Sender(PartitionedConsumer[Partition]):
         if back:
             self._buffer.extendleft(reversed(back))
             self._arrived.set()
-        await self.marker.settle([i.gw_id for i in state.left + back if i.gw_id in state.unknown])
+        unknown = [i.gw_id for i in state.left + back if i.gw_id in state.unknown]
+        await self.marker.settle(unknown, batch=number)

@@ -81,7 +81,10 @@ end
 return 1
 """
 
-# Microseconds until a call would be allowed (0: now), without taking one.
+# Microseconds until a call would be allowed (0: now) once ARGV[3] more calls were taken
+# (those of batches already waiting for their calls), without taking one: when fewer than
+# the limit count, 0, else until the call that many places after the oldest leaves the
+# window.
 _PEEK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -90,10 +93,16 @@ if paused > now then
   return math.max(1, math.ceil((paused - now) * 1000))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now - tonumber(ARGV[2])))
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+local ahead = tonumber(ARGV[3] or '0')
+local counted = redis.call('ZCARD', KEYS[1])
+local index = counted + ahead - tonumber(ARGV[1])
+if index < 0 then
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if index >= counted then
+  return math.max(1, math.ceil((tonumber(ARGV[2]) + tonumber(ARGV[4] or '0')) * 1000))
+end
+local oldest = redis.call('ZRANGE', KEYS[1], index, index, 'WITHSCORES')
 return math.max(1, math.ceil((tonumber(oldest[2]) + tonumber(ARGV[2]) - now) * 1000))
 """
 
@@ -175,10 +184,13 @@ class Throttle(RateLimiter):
             # steps of at most ``max_sleep``, so that a pause set meanwhile is noticed.
             await asyncio.sleep(min(wait, self._max_sleep))
 
-    async def available_in(self) -> float:
-        """Seconds until a call would be allowed (0.0: now), taking nothing."""
+    async def available_in(self, ahead: int = 0) -> float:
+        """Seconds until a call would be allowed (0.0: now) once ``ahead`` more calls were
+        taken, taking nothing. When ``ahead`` is the limit or more, a bound: the in-flight
+        time plus a period."""
         wait_us = await self._peek(
-            keys=[self.log_key, self.pause_key], args=[self.calls, self.period_ms]
+            keys=[self.log_key, self.pause_key],
+            args=[self.calls, self.period_ms, max(0, ahead), self.in_flight_ms],
         )
         return int(wait_us) / 1e6
 

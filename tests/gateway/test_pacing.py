@@ -65,22 +65,38 @@ async def test_a_backlog_drains_under_the_providers_limit_without_a_429(
     assert sender.counters.retries["rate_limited"] == 0
 
 
+def calls_made(sandbox: Sandbox) -> list[frozenset[str]]:
+    """The gw_ids of each call the sandbox accepted, in the order accepted (a call's
+    messages share their ``submitted`` time)."""
+    by_call: dict[object, set[str]] = {}
+    for message in sorted(sandbox.messages(), key=lambda m: m.submitted):
+        by_call.setdefault(message.submitted, set()).add(message.request.metadata["gw_id"])
+    return [frozenset(ids) for ids in by_call.values()]
+
+
 async def test_the_batch_is_ready_when_its_call_is_taken(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
 ) -> None:
     """Screened and marked before the call is taken: between taking a call and sending it
-    only the request is left (the marker already names the batch)."""
+    only the request is left (the marker already names the batch, and those of the other
+    batches on their way: at most ``max_in_flight`` of them)."""
     requests = await queue(store, [sms(i) for i in range(20)])
     throttle = _Watching(redis, "w1", calls=CALLS, period=PERIOD)
-    await make_sender("w1", throttle=throttle, batch_size=4, buffer_max=8)
+    sender = await make_sender("w1", throttle=throttle, batch_size=4, buffer_max=8)
     await drained(redis)
-    calls = send_calls(sandbox)
-    assert len(throttle.markers) == len(calls) >= 5
-    for marker, call in zip(throttle.markers, calls, strict=True):
+    await sandbox.wait_idle()
+    made = calls_made(sandbox)
+    assert len(throttle.markers) == len(send_calls(sandbox)) == len(made) >= 5
+    assert sorted(gw_id for ids in made for gw_id in ids) == sorted(r.gw_id for r in requests)
+    for marker in throttle.markers:
         assert marker is not None
-        assert len(marker) == call["messages"]
-    named = [gw_id for marker in throttle.markers for gw_id in marker or []]
-    assert sorted(named) == sorted(r.gw_id for r in requests)  # each batch, once
+        named = set(marker)
+        # Whole batches on their way, at most max_in_flight of them.
+        holding = [ids for ids in made if ids <= named]
+        assert sum(len(ids) for ids in holding) == len(named) == len(marker)
+        assert 1 <= len(holding) <= sender.max_in_flight
+    # Each call's batch was named when a call was taken for it.
+    assert all(any(ids <= set(m or []) for m in throttle.markers) for ids in made)
     assert await redis.get(inflight("w1")) is None  # cleared once recorded
 
 

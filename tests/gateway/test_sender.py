@@ -552,6 +552,21 @@ async def test_a_rejection_naming_no_message_is_bisected(
 # --------------------------------------------------------------------------- crashes and stop
 
 
+async def held_by_the_provider(
+    redis: Redis, sandbox: Sandbox, worker: str, queued: int | None = None
+) -> bool:
+    """A call of ``worker`` is held by the provider (not answered yet) and marked; with
+    ``queued``, every other call was answered and recorded: the worker's in-flight marker
+    names exactly the messages not answered (of ``queued``)."""
+    calls = send_calls(sandbox)
+    marked = json.loads(await redis.get(inflight(worker)) or b"[]")
+    answered = sum(c["messages"] for c in calls if c["status"] is not None)
+    held = sum(1 for c in calls if c["status"] is None) == 1
+    if queued is not None:
+        return held and answered > 0 and answered + len(marked) == queued
+    return held and bool(marked)
+
+
 @pytest.mark.cluster
 async def test_a_dead_workers_entries_are_claimed_and_at_most_one_batch_duplicated(
     redis: Redis, store: Store, sandbox: Sandbox, make_sender: SenderFactory
@@ -565,15 +580,12 @@ async def test_a_dead_workers_entries_are_claimed_and_at_most_one_batch_duplicat
     requests = await queue(store, [sms(i) for i in range(150)])
     a = await make_sender("A")
 
-    async def on_the_wire() -> bool:
-        return bool(await redis.exists(inflight("A"))) and len(send_calls(sandbox)) == 1
-
-    await eventually(on_the_wire)
+    await eventually(lambda: held_by_the_provider(redis, sandbox, "A", 150))
     await a.abort()  # a crash: nothing recorded, the in-flight marker stays
     await a.registry.halt()  # no more heartbeats: A's leases expire, B takes them
     await redis.delete(alive("A"))
     in_flight = set(json.loads(await redis.get(inflight("A")) or b"[]"))
-    assert len(in_flight) == 100
+    assert len(in_flight) in (50, 100)  # the batch the provider holds (the other is recorded)
 
     with structlog.testing.capture_logs() as logs:
         b = await make_sender("B")
@@ -583,7 +595,7 @@ async def test_a_dead_workers_entries_are_claimed_and_at_most_one_batch_duplicat
 
     (warning,) = events(logs, "possible duplicate send after a crash")
     assert set(warning["gw_ids"]) == in_flight
-    assert b.counters.claimed == 150
+    assert b.counters.claimed == len(in_flight)  # what A had on the wire was left pending
     copies = {r.gw_id: received(sandbox, r) for r in requests}
     assert all(n >= 1 for n in copies.values())
     twice = {gw for gw, n in copies.items() if n == 2}
@@ -805,11 +817,8 @@ async def test_with_partition_ownership_a_new_owner_sends_old_entries_before_new
     )
     first = await queue(store, [sms(i % 5, f"{i // 5}") for i in range(150)])  # 5 conversations
     a = await make_sender("A", lease_ttl=3.0)
-
-    async def on_the_wire() -> bool:
-        return bool(await redis.exists(inflight("A"))) and len(send_calls(sandbox)) == 1
-
-    await eventually(on_the_wire)
+    # Its first batch holds messages of every conversation: no other batch goes meanwhile.
+    await eventually(lambda: held_by_the_provider(redis, sandbox, "A"))
     await a.abort()
     await a.registry.halt()  # the crash: A's leases expire after 3 s
     later = await queue(store, [sms(i % 5, f"{30 + i // 5}") for i in range(50)])
