@@ -113,6 +113,9 @@ _REPLY = re.compile(r"\b([a-z])(\d+)\b")
 _TAGGED = re.compile(r"^sb:\{([^}]*)\}:([^:]*)")
 _PARTITION = re.compile(r"p\d+")
 
+REAL_PERIOD = 60.0
+"""Seconds of the connector's real limit (100 calls per 60 s), for the outbound projection."""
+
 TARGETS = {
     "end_to_end_ratio": ("end to end / ceiling", ">=", 0.50),
     "half_load_ack_p99_ms": ("webhook ack p99 at half load, ms", "<=", 10.0),
@@ -714,6 +717,14 @@ class Bench:
             "messages_per_call": round(backlog / len(ok), 1),
             "drain_s": round(span, 2),
             "capacity_used": round(used, 4),
+            # What each call lost (its mean gap to the call CALLS before, less the period)
+            # is a fixed cost per call: at the connector's real limit it weighs this much.
+            "late_per_call_ms": ms(period / used - period) if used == used else math.nan,
+            "capacity_used_at_real_limit": (
+                round(REAL_PERIOD / (REAL_PERIOD + period / used - period), 4)
+                if used == used
+                else math.nan
+            ),
             "peak_calls_in_a_period": peak,
             "rate_limited_429": refused,
             "lone_reply_ms": [ms(s) for s in lone],
@@ -1101,6 +1112,9 @@ def report(result: dict[str, Any]) -> list[str]:
             f"{o['provider_calls']} calls in {o['drain_s']} s"),
         row("throttle capacity used", f"{o['capacity_used']:.1%}", "", "",
             mark("outbound_capacity_used")),
+        row("  lost per call; at 100 calls/60 s",
+            f"{o['late_per_call_ms']:g} ms; {o['capacity_used_at_real_limit']:.2%}", "", "",
+            "the same loss per call at the connector's real limit"),
         row("most calls in any period", f"{o['peak_calls_in_a_period']} of {o['throttle_calls']}"),
         row("429s received", o["rate_limited_429"], "", "", mark("outbound_429s")),
         row("lone reply p50 / max ms", f"{o['lone_reply_p50_ms']:g} / {o['lone_reply_max_ms']:g}",

@@ -41,6 +41,8 @@ FIGURES = [
         for name in [
             "messages_per_call",
             "capacity_used",
+            "late_per_call_ms",
+            "capacity_used_at_real_limit",
             "peak_calls_in_a_period",
             "rate_limited_429",
             "lone_reply_p50_ms",
