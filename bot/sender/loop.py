@@ -29,16 +29,17 @@ before it to be answered (a single serial loop has no slack: any call slower tha
 period before it delays every later one). A batch never holds a message of a conversation
 another batch still holds (from being taken until its outcomes are recorded and whatever it
 put back is in the buffer again): a conversation has at most one call on the wire, and its
-messages leave in the order they were queued. Recording a batch's outcomes happens after
-its last call was released, off the path of the next call.
+messages leave in the order they were queued. A batch's outcomes are recorded after its
+last call was released (the other batch's call does not wait for it), and the batch counts
+against ``max_in_flight`` until they are.
 
 Per batch, its ids are written to the worker's in-flight marker before the call
 (:mod:`bot.sender.inflight`; it names every batch on the wire) and taken out once the
 outcome is recorded (:mod:`bot.sender.recording`: per partition one atomic batch of
 records, timeline entries and acknowledgements, the partitions' batches committed together).
 After a crash the first worker to take over one of the dead worker's partitions logs
-``possible duplicate send after a crash`` with the marker's ids: at most the batches on the
-wire (``max_in_flight``) are sent twice.
+``possible duplicate send after a crash`` with the marker's ids: at most the batches on their
+way (``max_in_flight``: on the wire, or answered and not yet recorded) are sent twice.
 
 A conversation's messages reach the provider in order, across crashes and hand-overs: only
 the lease holder reads a partition, its pending entries go before new ones, a conversation
@@ -101,7 +102,7 @@ class _Delivery:
     """Unique among this process's batches (its place in the in-flight marker)."""
     items: list[Item]
     calling: bool = True
-    """Not through its calls yet (it counts against ``max_in_flight``)."""
+    """Not through its calls and their recording yet (it counts against ``max_in_flight``)."""
     waiting: bool = True
     """Has not taken its call yet (the loop's hint counts the calls it will take)."""
 
@@ -221,7 +222,8 @@ class Sender(PartitionedConsumer[Partition]):
         messages)."""
         self._deliveries: dict[asyncio.Task[None], BatchState] = {}
         self._calling = 0
-        """Deliveries taken and not yet through their calls (at most ``max_in_flight``)."""
+        """Deliveries taken and not yet through their calls and recording (at most
+        ``max_in_flight``)."""
         self._waiting = 0
         """Deliveries that have not taken their call yet."""
         self._batches = 0
@@ -555,7 +557,7 @@ class Sender(PartitionedConsumer[Partition]):
             self._waiting -= 1
 
     def _through_calls(self, delivery: _Delivery) -> None:
-        """The delivery's calls are over: the next batch may be made ready."""
+        """The delivery's calls are over and recorded: the next batch may be made ready."""
         self._called(delivery)
         if delivery.calling:
             delivery.calling = False
@@ -589,8 +591,8 @@ class Sender(PartitionedConsumer[Partition]):
 
     async def _send_batch(self, delivery: _Delivery) -> None:
         """Screen the batch (one channel, pre-validated), write the in-flight marker, take
-        the first call, send the messages and record what became of them; once the calls
-        are over the next batch may be made ready while this one is recorded. When the call
+        the first call, send the messages and record what became of them (the call
+        released first, so the other batch's call does not wait for the recording). When the call
         does not come within ``_CALL_PATIENCE`` (another process took it, or a shared pause
         began), the messages go back to the buffer."""
         state = delivery.state
@@ -617,7 +619,9 @@ class Sender(PartitionedConsumer[Partition]):
                         state.back.extend(state.rest())
                 interrupted = False
             finally:
-                self._through_calls(delivery)
+                # The batch counts against max_in_flight until recorded (``_deliver`` ends
+                # it): the in-flight marker then never names more than max_in_flight
+                # batches, which bounds what a crash can send twice.
                 if not self._aborted:
                     state.recording = True
                     await self._finish(state, delivery.number, interrupted=interrupted)
