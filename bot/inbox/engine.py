@@ -12,7 +12,6 @@ inbox), all in the event's batch::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ import structlog
 
 from bot.conversation.context import Reply, SessionSnapshot, Write
 from bot.conversation.engine import Engine
+from bot.core import fastjson
 from bot.inbox.handling import EventContext, record_event
 from bot.storage.keys import timer_member
 from bot.storage.timers import TimerRef
@@ -84,7 +84,7 @@ class EventContextBackend:
             ctx.batch.zadd(keys.timers, round(ref.at.timestamp() * 1000), member)
             ctx.batch.hset(
                 keys.timer_data,
-                {member: json.dumps(ref.to_json(), separators=(",", ":"), ensure_ascii=False)},
+                {member: fastjson.dumps(ref.to_json())},
             )
         self.scheduled.extend(scheduled)
         self.cancelled.extend(cancelled)

@@ -15,7 +15,6 @@ pipelined ``HGETALL`` per batch and written as a versioned write of the commit's
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,9 +64,9 @@ class Session:
             conversation=conversation,
             version=int(fields.get("v", "0")),
             state=fields.get("state") or None,
-            data=json.loads(fields.get("data", "{}")),
-            timers=json.loads(fields.get("timers", "{}")),
-            flows=json.loads(flows) if flows else {},
+            data=fastjson.loads(fields.get("data") or "{}"),
+            timers=fastjson.loads(fields.get("timers") or "{}"),
+            flows=fastjson.loads(flows) if flows else {},
         )
 
     def copy(self) -> Session:
@@ -88,9 +87,9 @@ class Session:
         ``data`` are overwritten empty)."""
         return {
             "state": self.state or "",
-            "data": json.dumps(self.data, separators=(",", ":")),
-            "timers": json.dumps(self.timers, separators=(",", ":")),
-            "flows": json.dumps(self.flows, separators=(",", ":")),
+            "data": fastjson.dumps(self.data),
+            "timers": fastjson.dumps(self.timers),
+            "flows": fastjson.dumps(self.flows),
         }
 
 
