@@ -16,7 +16,6 @@ and throttling are policy, and live in the gateway's outbox; errors come back ty
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -27,6 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from bot import __version__
+from bot.core import fastjson
 from bot.sinch.auth import HmacAlgorithm, HmacAuth
 from bot.sinch.errors import SinchTimeoutError, SinchTransportError, error_for_status
 from bot.sinch.models import (
@@ -207,7 +207,7 @@ class SinchClient:
         content = None
         headers = {}
         if body is not None:
-            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            content = fastjson.dumps_bytes(body)
             headers["Content-Type"] = "application/json"
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
@@ -238,7 +238,7 @@ class SinchClient:
             return None
         if "json" in response.headers.get("Content-Type", ""):
             try:
-                return response.json()
+                return fastjson.loads(response.content)
             except ValueError:
                 return response.text
         return response.text
