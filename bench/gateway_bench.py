@@ -725,6 +725,10 @@ class Bench:
                 if used == used
                 else math.nan
             ),
+            # The same loss, period by period: the first window's burst goes at the
+            # gateway's full pace, so the next windows free their calls at that pace and any
+            # hiccup is lost; the calls then spread out and the loss falls to its fixed part.
+            "lost_per_call_by_period_ms": loss_by_period(ok, calls, period),
             "peak_calls_in_a_period": peak,
             "rate_limited_429": refused,
             "lone_reply_ms": [ms(s) for s in lone],
@@ -922,6 +926,20 @@ def capacity_used(calls: Sequence[float], limit: int, period: float) -> float:
     return period * len(gaps) / sum(gaps) if gaps and sum(gaps) > 0 else math.nan
 
 
+def loss_by_period(calls: Sequence[float], limit: int, period: float) -> list[float]:
+    """For each group of ``limit`` calls after the first (a period's worth when backlogged),
+    the mean of each call's gap to the call ``limit`` before it, less ``period``: what each
+    call of that group lost against the window, in ms."""
+    groups = [
+        range(start, min(start + limit, len(calls))) for start in range(limit, len(calls), limit)
+    ]
+    return [
+        ms(sum(calls[i] - calls[i - limit] for i in group) / len(group) - period)
+        for group in groups
+        if len(group) == limit
+    ]
+
+
 def finite(value: Any) -> Any:
     """``value`` with NaN and infinities (a figure that could not be measured) as ``None``."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -1115,6 +1133,9 @@ def report(result: dict[str, Any]) -> list[str]:
         row("  lost per call; at 100 calls/60 s",
             f"{o['late_per_call_ms']:g} ms; {o['capacity_used_at_real_limit']:.2%}", "", "",
             "the same loss per call at the connector's real limit"),
+        row("  lost per call, period by period",
+            " ".join(f"{v:g}" for v in o["lost_per_call_by_period_ms"]), "", "",
+            "ms; the first window's burst, then the calls spread out"),
         row("most calls in any period", f"{o['peak_calls_in_a_period']} of {o['throttle_calls']}"),
         row("429s received", o["rate_limited_429"], "", "", mark("outbound_429s")),
         row("lone reply p50 / max ms", f"{o['lone_reply_p50_ms']:g} / {o['lone_reply_max_ms']:g}",
